@@ -1,0 +1,23 @@
+"""Metrics: the paper's Sinkhorn, discrepancies, mode coverage, log Z estimators, noise floors."""
+
+from cds.metrics.divergences import mmd_rbf, sinkhorn_divergence
+from cds.metrics.estimators import effective_sample_size, elbo, log_mean_exp, log_z_report
+from cds.metrics.modes import marginal_std_errors, mode_coverage
+from cds.metrics.report import noise_floor, sample_quality, with_floor_ratios
+from cds.metrics.sinkhorn import SinkhornResult, paper_sinkhorn
+
+__all__ = [
+    "SinkhornResult",
+    "effective_sample_size",
+    "elbo",
+    "log_mean_exp",
+    "log_z_report",
+    "marginal_std_errors",
+    "mmd_rbf",
+    "mode_coverage",
+    "noise_floor",
+    "paper_sinkhorn",
+    "sample_quality",
+    "sinkhorn_divergence",
+    "with_floor_ratios",
+]

@@ -1,0 +1,58 @@
+"""Sample-quality reports against exact reference samples, and their noise floor (spec §8).
+
+Every quality number is reported beside its floor: the same metric between two independent exact
+sample sets of the same size, and the ratio to it.
+"""
+
+from __future__ import annotations
+
+import time
+
+import torch
+from torch import Tensor
+
+from cds.metrics.divergences import mmd_rbf, sinkhorn_divergence
+from cds.metrics.modes import marginal_std_errors, mode_coverage
+from cds.metrics.sinkhorn import paper_sinkhorn
+from cds.targets.base import Target
+
+
+def sample_quality(target: Target, samples: Tensor, reference: Tensor) -> dict[str, float]:
+    """Paper Sinkhorn, debiased Sinkhorn divergence, MMD, mode coverage and marginal errors."""
+    if samples.shape != reference.shape:
+        raise ValueError(
+            f"model samples {tuple(samples.shape)} and reference {tuple(reference.shape)} "
+            "must have the same shape (the paper metric compares sets of equal size)"
+        )
+    finite = torch.isfinite(samples).all(dim=1)
+    n_bad = int((~finite).sum())
+    if n_bad:
+        raise ValueError(f"{n_bad} model samples are non-finite; refusing to score them")
+    start = time.perf_counter()
+    sink = paper_sinkhorn(samples, reference)
+    out = {
+        "n": float(len(samples)),
+        "sinkhorn": sink.value,
+        "sinkhorn_seconds": time.perf_counter() - start,
+        "sinkhorn_divergence": sinkhorn_divergence(samples, reference),
+        "mmd": mmd_rbf(samples, reference),
+    }
+    assignments = target.mode_assignment(samples)
+    if assignments is not None:
+        out.update(mode_coverage(assignments, target.n_modes))
+    out.update(marginal_std_errors(samples, reference))
+    return out
+
+
+def noise_floor(target: Target, n: int, generator: torch.Generator) -> dict[str, float]:
+    """Every metric of `sample_quality` between two independent exact sample sets of size n."""
+    return sample_quality(target, target.sample(n, generator), target.sample(n, generator))
+
+
+def with_floor_ratios(quality: dict[str, float], floor: dict[str, float]) -> dict[str, float]:
+    """Add `<metric>_floor` and `<metric>_ratio` (value / floor) for the discrepancy metrics."""
+    out = dict(quality)
+    for key in ("sinkhorn", "sinkhorn_divergence", "mmd"):
+        out[f"{key}_floor"] = floor[key]
+        out[f"{key}_ratio"] = quality[key] / floor[key] if floor[key] != 0 else float("inf")
+    return out

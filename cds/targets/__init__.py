@@ -1,0 +1,25 @@
+"""Targets: unnormalized densities with scores, exact samplers and known log Z where available."""
+
+from cds.targets.base import NoExactSamplesError, Target, TargetInputError
+from cds.targets.prior import StandardNormalPrior
+from cds.targets.registry import (
+    TARGETS,
+    InvalidUserTargetError,
+    UnknownTargetError,
+    get_target,
+    load_user_target,
+    target_names,
+)
+
+__all__ = [
+    "TARGETS",
+    "InvalidUserTargetError",
+    "NoExactSamplesError",
+    "StandardNormalPrior",
+    "Target",
+    "TargetInputError",
+    "UnknownTargetError",
+    "get_target",
+    "load_user_target",
+    "target_names",
+]

@@ -1,0 +1,134 @@
+"""Target registry: built-in targets by name, user targets by `module.path:ClassName`."""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from cds.targets.base import Target
+from cds.targets.funnel import Funnel
+from cds.targets.gmm import gmm9
+from cds.targets.image import ImageDensity
+from cds.targets.lgcp import LogGaussianCoxProcess
+from cds.targets.logreg import BayesianLogisticRegression
+from cds.targets.manywell import mw52, mw54
+
+
+class UnknownTargetError(ValueError):
+    """Raised for a target name that is neither registered nor a loadable `module:Class`."""
+
+
+class InvalidUserTargetError(TypeError):
+    """Raised when a user-supplied target class does not implement the target interface."""
+
+
+TARGETS: dict[str, Callable[..., Target]] = {
+    "gmm9": gmm9,
+    "funnel": Funnel,
+    "mw54": mw54,
+    "mw52": mw52,
+    "lgcp": LogGaussianCoxProcess,
+    "image": ImageDensity,
+    "logreg_cancer": BayesianLogisticRegression,
+}
+
+
+def target_names() -> list[str]:
+    """Names of the built-in targets."""
+    return list(TARGETS)
+
+
+def get_target(name: str, **options: Any) -> Target:
+    """Build a target by registry name or by `module.path:ClassName`.
+
+    `options` are passed to the constructor (e.g. `data=` for lgcp).
+    """
+    if name in TARGETS:
+        try:
+            return TARGETS[name](**options)
+        except TypeError as err:
+            raise ValueError(f"invalid options {options!r} for target {name!r}: {err}") from None
+    if ":" in name:
+        return load_user_target(name, **options)
+    raise UnknownTargetError(
+        f"unknown target {name!r}; valid names are {', '.join(TARGETS)} "
+        "or a user class given as 'module.path:ClassName'"
+    )
+
+
+def load_user_target(spec: str, **options: Any) -> Target:
+    """Import `module.path:ClassName`, instantiate it and check it behaves as a target.
+
+    A class that does not derive from `Target` is accepted if it has an integer `dim` and a
+    `log_prob` method; it is wrapped so that it gains input validation and an autograd score.
+    """
+    module_name, _, class_name = spec.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as err:
+        raise UnknownTargetError(
+            f"cannot import module {module_name!r} of target {spec!r}: {err}"
+        ) from None
+    cls = getattr(module, class_name, None)
+    if cls is None:
+        raise UnknownTargetError(f"module {module_name!r} has no attribute {class_name!r}")
+    obj = cls(**options)
+    target = obj if isinstance(obj, Target) else _UserTarget(obj, spec)
+    _check_user_target(target, spec)
+    return target
+
+
+class _UserTarget(Target):
+    """Adapter giving a duck-typed user density the full `Target` interface."""
+
+    def __init__(self, inner: Any, spec: str):
+        for attr in ("dim", "log_prob"):
+            if not hasattr(inner, attr):
+                raise InvalidUserTargetError(f"user target {spec!r} has no attribute {attr!r}")
+        if not callable(inner.log_prob):
+            raise InvalidUserTargetError(f"user target {spec!r}: 'log_prob' is not callable")
+        self.inner = inner
+        self.name = getattr(inner, "name", spec)
+        self.dim = inner.dim
+        self.log_Z = getattr(inner, "log_Z", None)
+        self.box = tuple(getattr(inner, "box", (-5.0, 5.0)))
+        if callable(getattr(inner, "sample", None)):
+            self._sample = lambda n, generator: inner.sample(n, generator)
+
+    @property
+    def has_exact_samples(self) -> bool:
+        return "_sample" in self.__dict__
+
+    def _log_prob(self, x: torch.Tensor) -> torch.Tensor:
+        return self.inner.log_prob(x)
+
+    def _score(self, x: torch.Tensor) -> torch.Tensor:
+        if callable(getattr(self.inner, "score", None)):
+            return self.inner.score(x)
+        return super()._score(x)
+
+
+def _check_user_target(target: Target, spec: str) -> None:
+    """Evaluate the target on a small probe batch and check shapes and finiteness."""
+    if not isinstance(target.dim, int) or target.dim < 1:
+        raise InvalidUserTargetError(
+            f"user target {spec!r}: dim must be a positive int, got {target.dim!r}"
+        )
+    probe = torch.randn(4, target.dim, generator=torch.Generator().manual_seed(0))
+    try:
+        value = target.log_prob(probe)
+    except Exception as err:
+        raise InvalidUserTargetError(f"user target {spec!r}: log_prob failed: {err}") from err
+    if not isinstance(value, torch.Tensor) or value.shape != (4,):
+        shape = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
+        raise InvalidUserTargetError(
+            f"user target {spec!r}: log_prob of a (4, {target.dim}) batch must have shape (4,), "
+            f"got {shape}"
+        )
+    if not bool(torch.isfinite(value).all()):
+        raise InvalidUserTargetError(
+            f"user target {spec!r}: log_prob is not finite on standard normal inputs"
+        )
