@@ -1,0 +1,58 @@
+"""Atomic checkpoint files, loaded with `torch.load(weights_only=True)`.
+
+A checkpoint is a dict of tensors, state_dicts and plain Python values (never pickled modules,
+spec pitfall 9). Writes go to a temporary file in the same directory, are fsynced, then renamed
+over the destination, so a reader sees either the old file or the new one, never a partial one.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+CHECKPOINT_FORMAT = "cds-checkpoint-v1"
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint is missing, corrupt, or of the wrong kind."""
+
+
+def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> Path:
+    """Atomically write `payload` (plus a format marker) to `path`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            torch.save({"format": CHECKPOINT_FORMAT, **payload}, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def load_checkpoint(path: str | Path, kind: str | None = None) -> dict[str, Any]:
+    """Load a checkpoint safely; `kind` (e.g. "dis") must match the stored kind when given."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {str(path)!r} does not exist")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise CheckpointError(
+            f"checkpoint {str(path)!r} is corrupt or unreadable: {type(err).__name__}: {err}"
+        ) from None
+    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{str(path)!r} is not a cds checkpoint")
+    if kind is not None and payload.get("kind") != kind:
+        raise CheckpointError(
+            f"checkpoint {str(path)!r} holds a {payload.get('kind')!r} model, expected {kind!r}"
+        )
+    return payload

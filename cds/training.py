@@ -1,0 +1,261 @@
+"""The training loop shared by the DIS teacher, CDDS and SCDS (spec §10).
+
+One iteration: set the clip values for this iteration → loss → backward → skip rule (non-finite
+loss or gradient: no optimizer, scheduler or EMA update, counted) → global-norm gradient clip →
+one Adam step → one LR-scheduler step → EMA update. The LR schedule, clip schedule and EMA all
+advance once per iteration (spec pitfall 2), whatever the objective.
+
+EMA (the weights used for evaluation and saved as "the model"): during the last `ema_window`
+iterations, every `ema_every`-th iteration, shadow ← γ_e·shadow + (1 − γ_e)·θ with
+γ_e = min(1 − (1 + e)^(−0.9), 0.9999), e = iterations since the EMA start; before it, shadow = θ.
+
+Checkpoints are atomic and hold the model, the EMA shadow, optimizer, scheduler, the simulation
+generator's state, the loss history and counters; a run resumes from one only if it was written
+for the same configuration fingerprint, so a checkpoint of other params is never silently reused.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from cds.checkpoints import load_checkpoint, save_checkpoint
+from cds.config import ClipParams, OptimParams
+
+log = logging.getLogger(__name__)
+
+#: An objective maps (iteration, generator) to a scalar loss and a dict of float diagnostics.
+Objective = Callable[[int, torch.Generator], tuple[Tensor, dict[str, float]]]
+#: An evaluation maps (EMA model, iteration) to a dict of metrics.
+Evaluation = Callable[[nn.Module, int], dict[str, Any]]
+
+EMA_GAMMA_CAP = 0.9999
+
+
+def ema_decay(iterations_since_start: int) -> float:
+    """γ_e = min(1 − (1 + e)^(−0.9), 0.9999)."""
+    return min(1.0 - (1.0 + iterations_since_start) ** -0.9, EMA_GAMMA_CAP)
+
+
+@dataclass
+class TrainingResult:
+    """What a finished run hands on: the EMA model and the run's record."""
+
+    ema_model: nn.Module
+    losses: list[float]
+    skipped: int
+    dropped_paths: int
+    iterations: int
+    evaluations: list[dict[str, Any]] = field(default_factory=list)
+
+
+class Trainer:
+    """Runs an objective for `optim.iterations` iterations with checkpoints and resume."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        objective: Objective,
+        optim: OptimParams,
+        seed: int,
+        kind: str,
+        fingerprint: str,
+        checkpoint_path: str | Path,
+        clip: ClipParams | None = None,
+        metadata: dict[str, Any] | None = None,
+        evaluation: Evaluation | None = None,
+        eval_every: int | None = None,
+        log_path: str | Path | None = None,
+        progress: bool = True,
+    ):
+        self.model = model
+        self.objective = objective
+        self.optim = optim
+        self.clip = clip
+        self.kind = kind
+        self.fingerprint = fingerprint
+        self.checkpoint_path = Path(checkpoint_path)
+        self.metadata = metadata or {}
+        self.evaluation = evaluation
+        self.eval_every = eval_every
+        self.log_path = Path(log_path) if log_path is not None else None
+        self.progress = progress
+        self.generator = torch.Generator().manual_seed(seed)
+        self.optimizer = torch.optim.Adam(
+            model.parameters(), lr=optim.lr, weight_decay=optim.weight_decay
+        )
+        gamma = optim.lr_final_factor ** (optim.lr_decay_every / optim.iterations)
+        self.scheduler = torch.optim.lr_scheduler.StepLR(
+            self.optimizer, step_size=optim.lr_decay_every, gamma=gamma
+        )
+        self.ema_model = copy.deepcopy(model)
+        self.ema_start = max(0, optim.iterations - optim.ema_window)
+        self.ema_started = False
+        self.step = 0
+        self.losses: list[float] = []
+        self.skipped = 0
+        self.dropped_paths = 0
+        self.evaluations: list[dict[str, Any]] = []
+
+    # --------------------------------------------------------------------- state
+    def state(self) -> dict[str, Any]:
+        """Everything needed to resume, as a weights_only-loadable payload."""
+        return {
+            "kind": self.kind,
+            "fingerprint": self.fingerprint,
+            "metadata": self.metadata,
+            "step": self.step,
+            "iterations": self.optim.iterations,
+            "model": self.model.state_dict(),
+            "ema": self._ema_state(),
+            "ema_started": self.ema_started,
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "generator": self.generator.get_state(),
+            "losses": list(self.losses),
+            "skipped": self.skipped,
+            "dropped_paths": self.dropped_paths,
+            "evaluations": json.dumps(self.evaluations),
+        }
+
+    def _ema_state(self) -> dict[str, Tensor]:
+        if not self.ema_started:
+            self.ema_model.load_state_dict(self.model.state_dict())
+        return self.ema_model.state_dict()
+
+    def load_state(self, payload: dict[str, Any]) -> None:
+        """Restore a checkpoint into the live objects (the same modules evaluation uses)."""
+        self.model.load_state_dict(payload["model"])
+        self.ema_model.load_state_dict(payload["ema"])
+        self.ema_started = bool(payload["ema_started"])
+        self.optimizer.load_state_dict(payload["optimizer"])
+        self.scheduler.load_state_dict(payload["scheduler"])
+        self.generator.set_state(payload["generator"])
+        self.step = int(payload["step"])
+        self.losses = list(payload["losses"])
+        self.skipped = int(payload["skipped"])
+        self.dropped_paths = int(payload["dropped_paths"])
+        self.evaluations = json.loads(payload["evaluations"])
+
+    def try_resume(self) -> bool:
+        """Resume from the checkpoint file if it exists and matches this configuration."""
+        if not self.checkpoint_path.exists():
+            return False
+        payload = load_checkpoint(self.checkpoint_path, kind=self.kind)
+        if payload.get("fingerprint") != self.fingerprint:
+            log.warning(
+                "checkpoint %s was written for other parameters; starting from scratch",
+                self.checkpoint_path,
+            )
+            return False
+        self.load_state(payload)
+        log.info("resuming %s training from iteration %d", self.kind, self.step)
+        return True
+
+    def save(self) -> None:
+        save_checkpoint(self.checkpoint_path, self.state())
+
+    # --------------------------------------------------------------------- loop
+    def _update_ema(self, iteration: int) -> None:
+        if iteration < self.ema_start:
+            return
+        since = iteration - self.ema_start
+        if not self.ema_started:
+            self.ema_model.load_state_dict(self.model.state_dict())
+            self.ema_started = True
+            return
+        with torch.no_grad():
+            for name, buf in self.model.named_buffers():
+                self.ema_model.get_buffer(name).copy_(buf)
+            if since % self.optim.ema_every == 0:
+                gamma = ema_decay(since)
+                for shadow, param in zip(
+                    self.ema_model.parameters(), self.model.parameters(), strict=True
+                ):
+                    shadow.mul_(gamma).add_(param.detach(), alpha=1.0 - gamma)
+
+    def _set_clips(self, iteration: int) -> None:
+        if self.clip is not None:
+            value = self.clip.value_at(iteration)
+            self.model.set_clips(value, value)  # type: ignore[operator]
+
+    def _iteration(self, iteration: int) -> tuple[float, bool]:
+        self._set_clips(iteration)
+        loss, info = self.objective(iteration, self.generator)
+        self.dropped_paths += int(info.get("dropped_paths", 0))
+        value = float(loss.detach())
+        if not math.isfinite(value):
+            return value, False
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        grads = [p.grad for p in self.model.parameters() if p.grad is not None]
+        if not all(bool(torch.isfinite(g).all()) for g in grads):
+            return value, False
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.optim.grad_clip)
+        self.optimizer.step()
+        self.scheduler.step()
+        self._update_ema(iteration)
+        return value, True
+
+    def _evaluate(self, iteration: int) -> None:
+        if self.evaluation is None:
+            return
+        self._ema_state()  # make sure the EMA model holds the current shadow
+        self.ema_model.eval()
+        record = {"iteration": iteration, **self.evaluation(self.ema_model, iteration)}
+        self.evaluations.append(record)
+        if self.log_path is not None:
+            self.log_path.parent.mkdir(parents=True, exist_ok=True)
+            with self.log_path.open("a") as fh:
+                fh.write(json.dumps(record) + "\n")
+
+    def run(self, stop_after: int | None = None) -> TrainingResult:
+        """Train to the end (or stop after `stop_after` iterations, for tests of resume)."""
+        total = self.optim.iterations
+        bar = tqdm(
+            total=total,
+            initial=self.step,
+            desc=f"train {self.kind}",
+            disable=not self.progress,
+            dynamic_ncols=True,
+        )
+        running = None
+        stop = total if stop_after is None else min(total, self.step + stop_after)
+        while self.step < stop:
+            iteration = self.step
+            value, applied = self._iteration(iteration)
+            self.losses.append(value)
+            if not applied:
+                self.skipped += 1
+            elif math.isfinite(value):
+                running = value if running is None else 0.95 * running + 0.05 * value
+            self.step += 1
+            bar.update(1)
+            bar.set_postfix(
+                loss=f"{running:.4g}" if running is not None else "nan", skipped=self.skipped
+            )
+            done = self.step == total
+            if self.eval_every and (self.step % self.eval_every == 0 or done):
+                self._evaluate(self.step)
+            if self.step % self.optim.checkpoint_every == 0 or done or self.step == stop:
+                self.save()
+        bar.close()
+        self._ema_state()
+        return TrainingResult(
+            ema_model=self.ema_model,
+            losses=self.losses,
+            skipped=self.skipped,
+            dropped_paths=self.dropped_paths,
+            iterations=self.step,
+            evaluations=self.evaluations,
+        )
