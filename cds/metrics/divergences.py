@@ -41,9 +41,11 @@ def _median_bandwidth(z: Tensor, max_points: int = 2000) -> float:
 
 
 def mmd_rbf(x: Tensor, y: Tensor, bandwidth: float | None = None, chunk: int = 2048) -> float:
-    """Unbiased squared MMD with the RBF kernel exp(−‖a − b‖²/(2h²)).
+    """Squared MMD (biased V-statistic, ≥ 0) with the RBF kernel exp(−‖a − b‖²/(2h²)).
 
     h defaults to the median pairwise distance of the pooled sample (the median heuristic).
+    The V-statistic is used so that values and noise floors are non-negative and their ratio
+    is meaningful.
     """
     x = x.detach().to(torch.float64)
     y = y.detach().to(torch.float64)
@@ -54,16 +56,11 @@ def mmd_rbf(x: Tensor, y: Tensor, bandwidth: float | None = None, chunk: int = 2
         bandwidth = _median_bandwidth(pooled)
     scale = 1.0 / (2.0 * bandwidth**2)
 
-    def kernel_sum(a: Tensor, b: Tensor) -> float:
+    def kernel_mean(a: Tensor, b: Tensor) -> float:
         total = 0.0
         for start in range(0, len(a), chunk):
-            total += float(
-                torch.exp(-scale * torch.cdist(a[start : start + chunk], b).square()).sum()
-            )
-        return total
+            block = torch.cdist(a[start : start + chunk], b).square()
+            total += float(torch.exp(-scale * block).sum())
+        return total / (len(a) * len(b))
 
-    n, m = len(x), len(y)
-    kxx = (kernel_sum(x, x) - n) / (n * (n - 1))
-    kyy = (kernel_sum(y, y) - m) / (m * (m - 1))
-    kxy = kernel_sum(x, y) / (n * m)
-    return kxx + kyy - 2.0 * kxy
+    return max(kernel_mean(x, x) + kernel_mean(y, y) - 2.0 * kernel_mean(x, y), 0.0)

@@ -1,0 +1,138 @@
+"""Metrics on analytic cases, the fast paper Sinkhorn against slow references, estimators."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import ot
+import pytest
+import torch
+from scipy.special import logsumexp
+
+from cds.metrics import (
+    effective_sample_size,
+    elbo,
+    log_mean_exp,
+    log_z_report,
+    marginal_std_errors,
+    mmd_rbf,
+    mode_coverage,
+    paper_sinkhorn,
+    sinkhorn_divergence,
+)
+
+
+def slow_paper_sinkhorn(x: np.ndarray, y: np.ndarray, eps=1e-3, max_iter=100, tol=1e-5) -> float:
+    """Obviously-correct float64 transcription of the spec's §7 definition."""
+    n, m = len(x), len(y)
+    M = np.sqrt(((x[:, None, :] - y[None, :, :]) ** 2).sum(-1))
+    log_a, log_b = np.full(n, -np.log(n)), np.full(m, -np.log(m))
+    u, v = np.zeros(n), eps * log_b
+    for _ in range(max_iter):
+        u_new = eps * (log_a - logsumexp((v[None, :] - M) / eps, axis=1))
+        v_new = eps * (log_b - logsumexp((u_new[:, None] - M) / eps, axis=0))
+        done = np.abs(u_new - u).max() < tol and np.abs(v_new - v).max() < tol
+        u, v = u_new, v_new
+        if done:
+            break
+    return float((np.exp((u[:, None] + v[None, :] - M) / eps) * M).sum())
+
+
+@pytest.mark.parametrize("dim", [2, 10])
+def test_fast_sinkhorn_matches_slow_reference(dim):
+    g = torch.Generator().manual_seed(dim)
+    x = torch.randn(300, dim, generator=g) * 2
+    y = torch.randn(280, dim, generator=g) * 2 + 0.3
+    slow = slow_paper_sinkhorn(x.double().numpy(), y.double().numpy())
+    fast = paper_sinkhorn(x, y).value
+    chunked = paper_sinkhorn(x, y, max_cost_bytes=0, chunk_rows=37).value
+    assert fast == pytest.approx(slow, rel=1e-4)
+    assert chunked == pytest.approx(fast, rel=1e-6)
+
+
+def test_converged_sinkhorn_agrees_with_pot():
+    """Where the iterations converge (large ε), the plan is POT's sinkhorn_log plan."""
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(200, 2, generator=g), torch.randn(200, 2, generator=g) + 1
+    res = paper_sinkhorn(x, y, epsilon=0.5, max_iter=5000, tolerance=1e-5)
+    assert res.converged
+    a = np.full(200, 1 / 200)
+    M = ot.dist(x.double().numpy(), y.double().numpy(), metric="euclidean")
+    plan = ot.sinkhorn(a, a, M, 0.5, method="sinkhorn_log", numItermax=10000, stopThr=1e-12)
+    assert res.value == pytest.approx(float((plan * M).sum()), rel=1e-4)
+
+
+def test_sinkhorn_identical_sets_and_permutation_invariance():
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(500, 2, generator=g) * 3
+    assert paper_sinkhorn(x, x).value < 1e-3
+    perm = torch.randperm(500, generator=g)
+    y = torch.randn(500, 2, generator=g) * 3
+    assert paper_sinkhorn(x[perm], y).value == pytest.approx(paper_sinkhorn(x, y).value, rel=1e-4)
+
+
+def test_sinkhorn_of_shifted_copy_is_shift_norm():
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn(1000, 2, generator=g) * 0.2
+    shift = torch.tensor([3.0, 4.0])
+    assert paper_sinkhorn(x, x + shift).value == pytest.approx(5.0, rel=0.01)
+
+
+def test_sinkhorn_rejects_bad_input():
+    with pytest.raises(ValueError, match="equal D"):
+        paper_sinkhorn(torch.zeros(3, 2), torch.zeros(3, 3))
+    with pytest.raises(ValueError, match="non-finite"):
+        paper_sinkhorn(torch.tensor([[float("inf"), 0.0]]), torch.zeros(1, 2))
+
+
+def test_mmd_and_divergence_analytic_cases():
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(800, 2, generator=g)
+    y = torch.randn(800, 2, generator=g)
+    same = mmd_rbf(x, y)
+    shifted = mmd_rbf(x, y + 2.0)
+    assert 0 <= same < 0.01 < shifted
+    assert mmd_rbf(x, x) == pytest.approx(0.0, abs=1e-12)
+    d_same = sinkhorn_divergence(x, y)
+    d_far = sinkhorn_divergence(x, y + 2.0)
+    assert d_far > 1.5 and d_same < 0.3 * d_far
+
+
+def test_estimators_on_known_weights():
+    assert effective_sample_size(torch.zeros(100)) == pytest.approx(1.0)
+    one_hot = torch.full((100,), -1e4)
+    one_hot[3] = 0.0
+    assert effective_sample_size(one_hot) == pytest.approx(0.01)
+    big = torch.tensor([1e4, 1e4 + math.log(3.0)], dtype=torch.float64)
+    assert log_mean_exp(big) == pytest.approx(1e4 + math.log(2.0), abs=1e-9)
+    assert log_mean_exp(-big) == pytest.approx(-1e4 + math.log((1 + 1 / 3) / 2), abs=1e-9)
+    assert elbo(torch.tensor([1.0, 2.0, 3.0])) == pytest.approx(2.0)
+    rep = log_z_report(torch.tensor([0.0, 0.0]), true_log_Z=0.5)
+    assert rep["abs_dlogZ_is"] == pytest.approx(0.5) and rep["abs_dlogZ_elbo"] == pytest.approx(0.5)
+    assert log_z_report(torch.zeros(3), None)["abs_dlogZ_is"] is None
+
+
+def test_importance_sampling_recovers_gaussian_normalizer():
+    """IS with a wider Gaussian proposal recovers log Z of Z·N(0,1) within a stated tolerance."""
+    g = torch.Generator().manual_seed(4)
+    z = torch.randn(200000, generator=g, dtype=torch.float64) * 1.5
+    log_q = -0.5 * (z / 1.5) ** 2 - math.log(1.5 * math.sqrt(2 * math.pi))
+    log_rho = -0.5 * z**2 + 2.0  # Z = e²·√(2π)
+    assert log_mean_exp(log_rho - log_q) == pytest.approx(
+        2.0 + 0.5 * math.log(2 * math.pi), abs=0.01
+    )
+    assert effective_sample_size(log_rho - log_q) > 0.5
+
+
+def test_mode_coverage_and_marginals():
+    full = mode_coverage(torch.arange(9).repeat(10), 9)
+    assert full["entropic_coverage"] == pytest.approx(1.0) and full["modes_hit"] == 1.0
+    single = mode_coverage(torch.zeros(90, dtype=torch.long), 9)
+    assert single["entropic_coverage"] == pytest.approx(1 / 9) and single[
+        "modes_hit"
+    ] == pytest.approx(1 / 9)
+    g = torch.Generator().manual_seed(5)
+    ref = torch.randn(50000, 3, generator=g) * 3
+    err = marginal_std_errors(torch.randn(50000, 3, generator=g) * 3, ref)
+    assert err["std_abs_err_max"] < 0.1 and err["std_x0"] == pytest.approx(3.0, abs=0.05)
