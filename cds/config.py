@@ -113,6 +113,8 @@ class EvaluationParams(_Strict):
 
     n_samples: Annotated[int, Field(ge=10)] = 6000
     seed: int = 1
+    #: Independent exact-vs-exact pairs averaged for the metric's noise floor.
+    floor_repeats: PositiveInt = 3
 
 
 class Params(_Strict):

@@ -13,8 +13,8 @@ from typing import Any
 import torch
 
 from cds.config import Params
-from cds.dis import evaluate_sde_sampler, load_teacher, train_teacher
-from cds.metrics import noise_floor, sample_quality, with_floor_ratios
+from cds.dis import load_teacher, train_teacher
+from cds.metrics import compare_to_exact, log_z_report
 from cds.samplers import sample_sde
 from cds.sde import uniform_grid
 from cds.targets import StandardNormalPrior, get_target
@@ -44,17 +44,18 @@ def run_teacher_job(params: Params, out: Path, progress: bool = True) -> dict[st
         "skipped_iterations": result.skipped,
         "dropped_paths": result.dropped_paths,
     }
-    metrics.update(evaluate_sde_sampler(control, target, prior, grid, n, params.evaluation.seed))
-    samples = sample_sde(
+    start = time.perf_counter()
+    weighted = sample_sde(
         control, target, prior, grid, n, torch.Generator().manual_seed(params.evaluation.seed)
-    ).samples
+    )
+    metrics["sample_seconds"] = time.perf_counter() - start
+    metrics.update(log_z_report(weighted.log_weights, target.log_Z))
+    samples = weighted.samples
     reference = None
     if target.has_exact_samples:
         ref_gen = torch.Generator().manual_seed(params.evaluation.seed + 1)
-        reference = target.sample(n, ref_gen)
-        quality = sample_quality(target, samples, reference)
-        floor = noise_floor(target, n, ref_gen)
-        metrics.update(with_floor_ratios(quality, floor))
+        reference = target.sample(n, torch.Generator().manual_seed(params.evaluation.seed + 2))
+        metrics.update(compare_to_exact(target, samples, ref_gen, params.evaluation.floor_repeats))
     write_json_atomic(out / "eval" / "metrics.json", metrics)
     plot_samples(
         out / "eval" / "samples.png",

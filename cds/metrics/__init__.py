@@ -3,11 +3,12 @@
 from cds.metrics.divergences import mmd_rbf, sinkhorn_divergence
 from cds.metrics.estimators import effective_sample_size, elbo, log_mean_exp, log_z_report
 from cds.metrics.modes import marginal_std_errors, mode_coverage
-from cds.metrics.report import noise_floor, sample_quality, with_floor_ratios
+from cds.metrics.report import compare_to_exact, noise_floor, sample_quality, with_floor_ratios
 from cds.metrics.sinkhorn import SinkhornResult, paper_sinkhorn
 
 __all__ = [
     "SinkhornResult",
+    "compare_to_exact",
     "effective_sample_size",
     "elbo",
     "log_mean_exp",

@@ -44,9 +44,22 @@ def sample_quality(target: Target, samples: Tensor, reference: Tensor) -> dict[s
     return out
 
 
-def noise_floor(target: Target, n: int, generator: torch.Generator) -> dict[str, float]:
-    """Every metric of `sample_quality` between two independent exact sample sets of size n."""
-    return sample_quality(target, target.sample(n, generator), target.sample(n, generator))
+def noise_floor(
+    target: Target, n: int, generator: torch.Generator, repeats: int = 1
+) -> dict[str, float]:
+    """Every metric of `sample_quality` between two independent exact sample sets of size n,
+    averaged over `repeats` independent pairs (`sinkhorn_std` gives the spread across pairs)."""
+    if repeats < 1:
+        raise ValueError(f"repeats must be >= 1, got {repeats}")
+    runs = [
+        sample_quality(target, target.sample(n, generator), target.sample(n, generator))
+        for _ in range(repeats)
+    ]
+    out = {key: sum(r[key] for r in runs) / repeats for key in runs[0]}
+    values = torch.tensor([r["sinkhorn"] for r in runs], dtype=torch.float64)
+    out["sinkhorn_std"] = float(values.std()) if repeats > 1 else 0.0
+    out["repeats"] = float(repeats)
+    return out
 
 
 def with_floor_ratios(quality: dict[str, float], floor: dict[str, float]) -> dict[str, float]:
@@ -56,3 +69,13 @@ def with_floor_ratios(quality: dict[str, float], floor: dict[str, float]) -> dic
         out[f"{key}_floor"] = floor[key]
         out[f"{key}_ratio"] = quality[key] / floor[key] if floor[key] != 0 else float("inf")
     return out
+
+
+def compare_to_exact(
+    target: Target, samples: Tensor, generator: torch.Generator, floor_repeats: int = 3
+) -> dict[str, float]:
+    """Quality of `samples` against fresh exact samples of the same size, with the noise floor
+    at that size and the ratios to it."""
+    n = len(samples)
+    quality = sample_quality(target, samples, target.sample(n, generator))
+    return with_floor_ratios(quality, noise_floor(target, n, generator, repeats=floor_repeats))
