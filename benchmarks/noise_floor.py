@@ -48,8 +48,9 @@ def main() -> None:
         target = get_target(name)
         start = time.perf_counter()
         floor = noise_floor(target, N, gen, repeats=3)
-        floors.append({"target": name, "dim": target.dim, **floor,
-                       "seconds": time.perf_counter() - start})
+        floors.append(
+            {"target": name, "dim": target.dim, **floor, "seconds": time.perf_counter() - start}
+        )
         print(f"floor {name}: done in {floors[-1]['seconds']:.0f} s", file=sys.stderr)
 
     timings = []
@@ -58,8 +59,14 @@ def main() -> None:
         x, y = target.sample(N, gen), target.sample(N, gen)
         start = time.perf_counter()
         paper_sinkhorn(x, y)
-        timings.append({"dim": target.dim, "target": dim_target, "n": N,
-                        "seconds": time.perf_counter() - start})
+        timings.append(
+            {
+                "dim": target.dim,
+                "target": dim_target,
+                "n": N,
+                "seconds": time.perf_counter() - start,
+            }
+        )
 
     gmm = get_target("gmm9")
     x, y = gmm.sample(2000, gen), gmm.sample(2000, gen)
@@ -69,23 +76,50 @@ def main() -> None:
     start = time.perf_counter()
     fast = paper_sinkhorn(x, y).value
     fast_s = time.perf_counter() - start
-    side_by_side = {"n": 2000, "straightforward_seconds": slow_s, "cds_seconds": fast_s,
-                    "speedup": slow_s / fast_s, "straightforward_value": slow, "cds_value": fast}
+    side_by_side = {
+        "n": 2000,
+        "straightforward_seconds": slow_s,
+        "cds_seconds": fast_s,
+        "speedup": slow_s / fast_s,
+        "straightforward_value": slow,
+        "cds_value": fast,
+    }
 
     x, y = gmm.sample(20000, gen), gmm.sample(20000, gen)
     start = time.perf_counter()
     big = paper_sinkhorn(x, y)
     floor_20k = {"n": 20000, "sinkhorn": big.value, "seconds": time.perf_counter() - start}
 
-    write_results(__file__, {"n": N, "floors": floors, "sinkhorn_timings": timings,
-                             "side_by_side_n2000": side_by_side, "gmm9_floor_n20000": floor_20k})
+    write_results(
+        __file__,
+        {
+            "n": N,
+            "floors": floors,
+            "sinkhorn_timings": timings,
+            "side_by_side_n2000": side_by_side,
+            "gmm9_floor_n20000": floor_20k,
+        },
+    )
     print(f"\nNoise floor at n = {N} (mean of 3 exact-vs-exact pairs)\n")
-    print_table(floors, ["target", "dim", "sinkhorn", "sinkhorn_std", "sinkhorn_divergence", "mmd",
-                         "entropic_coverage", "std_abs_err_max"])
+    print_table(
+        floors,
+        [
+            "target",
+            "dim",
+            "sinkhorn",
+            "sinkhorn_std",
+            "sinkhorn_divergence",
+            "mmd",
+            "entropic_coverage",
+            "std_abs_err_max",
+        ],
+    )
     print(f"\nPaper Sinkhorn wall time at {N}x{N}\n")
     print_table(timings, ["target", "dim", "seconds"])
-    print(f"\nSide by side at n=2000: straightforward {slow_s:.1f} s, cds {fast_s:.2f} s "
-          f"({slow_s / fast_s:.0f}x), values {slow:.6f} vs {fast:.6f}")
+    print(
+        f"\nSide by side at n=2000: straightforward {slow_s:.1f} s, cds {fast_s:.2f} s "
+        f"({slow_s / fast_s:.0f}x), values {slow:.6f} vs {fast:.6f}"
+    )
     print(f"gmm9 floor at n=20000: {big.value:.4f} ({floor_20k['seconds']:.0f} s)")
 
 

@@ -40,13 +40,15 @@ RUNS = [
 def evaluate(target, control, n: int, seed: int) -> dict:
     prior = StandardNormalPrior(target.dim)
     start = time.perf_counter()
-    weighted = sample_sde(control, target, prior, uniform_grid(128), n,
-                          torch.Generator().manual_seed(seed))
+    weighted = sample_sde(
+        control, target, prior, uniform_grid(128), n, torch.Generator().manual_seed(seed)
+    )
     out = {"n": n, "sample_seconds": time.perf_counter() - start}
     out.update(log_z_report(weighted.log_weights, target.log_Z))
     repeats = 3 if n <= 6000 else 1
-    out.update(compare_to_exact(target, weighted.samples,
-                                torch.Generator().manual_seed(seed + 1), repeats))
+    out.update(
+        compare_to_exact(target, weighted.samples, torch.Generator().manual_seed(seed + 1), repeats)
+    )
     return out
 
 
@@ -55,10 +57,15 @@ def main(selected: list[str]) -> None:
     for name, iterations, ema_window, extra_n in RUNS:
         if selected and name not in selected:
             continue
-        params = load_params(None, [f"target.name={name}",
-                                    f"teacher.optim.iterations={iterations}",
-                                    f"teacher.optim.ema_window={ema_window}",
-                                    "teacher.eval_every=100000"])
+        params = load_params(
+            None,
+            [
+                f"target.name={name}",
+                f"teacher.optim.iterations={iterations}",
+                f"teacher.optim.ema_window={ema_window}",
+                "teacher.eval_every=100000",
+            ],
+        )
         target = get_target(name)
         with tempfile.TemporaryDirectory() as tmp:
             start = time.perf_counter()
@@ -70,9 +77,23 @@ def main(selected: list[str]) -> None:
             rows.append({"target": name, "iterations": iterations, "train_s": train_s, **res})
             print(f"{name} I={iterations} n={n}: R={res['sinkhorn_ratio']:.3f}", file=sys.stderr)
     write_results(__file__, {"rows": rows})
-    print_table(rows, ["target", "iterations", "train_s", "n", "sinkhorn", "sinkhorn_floor",
-                       "sinkhorn_ratio", "abs_dlogZ_elbo", "abs_dlogZ_is", "ess",
-                       "entropic_coverage", "std_x0"])
+    print_table(
+        rows,
+        [
+            "target",
+            "iterations",
+            "train_s",
+            "n",
+            "sinkhorn",
+            "sinkhorn_floor",
+            "sinkhorn_ratio",
+            "abs_dlogZ_elbo",
+            "abs_dlogZ_is",
+            "ess",
+            "entropic_coverage",
+            "std_x0",
+        ],
+    )
 
 
 if __name__ == "__main__":

@@ -33,9 +33,9 @@ def textbook_control(control: Control, x: torch.Tensor, t: float, score) -> torc
     tt = torch.full((x.shape[0],), t)
     c = control.clip_net
     net = torch.clamp(control.net(x, tt), -c, c)
-    weight = control.schedule.sigma(tt)[:, None] * torch.clamp(control.score_weight(tt), -c, c)[
-        :, None
-    ]
+    weight = (
+        control.schedule.sigma(tt)[:, None] * torch.clamp(control.score_weight(tt), -c, c)[:, None]
+    )
     lam = t / control.schedule.T
     mix = -(1 - lam) * x + (lam * score if score is not None else 0.0)
     return net + weight * torch.clamp(mix, -control.clip_score, control.clip_score)
@@ -94,10 +94,16 @@ def main() -> None:
     ]:
         t_cds = best_of(ours, repeats=7)
         t_text = best_of(theirs, repeats=7)
-        rows.append({"work": work, "cds_s": t_cds, "straightforward_s": t_text,
-                     "speedup": t_text / t_cds, "authors_s": str(authors)})
-    write_results(__file__, {"batch": BATCH, "n_steps": N_STEPS, "rows": rows,
-                             "authors": AUTHORS})
+        rows.append(
+            {
+                "work": work,
+                "cds_s": t_cds,
+                "straightforward_s": t_text,
+                "speedup": t_text / t_cds,
+                "authors_s": str(authors),
+            }
+        )
+    write_results(__file__, {"batch": BATCH, "n_steps": N_STEPS, "rows": rows, "authors": AUTHORS})
     print_table(rows, ["work", "cds_s", "straightforward_s", "speedup", "authors_s"])
 
 

@@ -108,6 +108,23 @@ class TeacherParams(_Strict):
     eval_samples: PositiveInt = 2000
 
 
+class CDDSParams(_Strict):
+    """Consistency distillation of the teacher (spec §4)."""
+
+    n_fine: PositiveInt = 128
+    n_coarse: Annotated[int, Field(ge=2)] = 18
+    network: NetworkParams = NetworkParams()
+    loss: Literal["mse", "pseudo_huber"] = "mse"
+    target_network: Literal["stopgrad", "ema"] = "stopgrad"
+    target_ema_decay: Annotated[float, Field(gt=0, lt=1)] = 0.999
+    fragments: Literal["online", "bank", "refresh"] = "online"
+    bank_size: PositiveInt = 65_536
+    refresh_every: PositiveInt = 500
+    optim: OptimParams = OptimParams(iterations=1000, ema_window=300)
+    eval_every: PositiveInt = 500
+    eval_samples: PositiveInt = 2000
+
+
 class EvaluationParams(_Strict):
     """Final evaluation: sample counts and seed of the fresh reference samples."""
 
@@ -125,6 +142,7 @@ class Params(_Strict):
     target: TargetParams = TargetParams()
     sde: SDEParams = SDEParams()
     teacher: TeacherParams = TeacherParams()
+    cdds: CDDSParams = CDDSParams()
     evaluation: EvaluationParams = EvaluationParams()
 
 

@@ -21,3 +21,21 @@ def log_variance_loss(rnd: Tensor, dim: int) -> tuple[Tensor, int]:
     if kept.numel() < 2:
         return rnd.new_tensor(float("nan")), n_dropped
     return kept.var(unbiased=True) / dim, n_dropped
+
+
+def consistency_loss(prediction: Tensor, target: Tensor, kind: str = "mse") -> Tensor:
+    """(1/D)·mean over batch of a per-sample distance between prediction and (detached) target.
+
+    - "mse": (1/D)·mean over batch and coordinates of (f − f⁻)², the faithful default with its
+      effective 1/D² factor (spec §4, pitfall 14);
+    - "pseudo_huber": (1/D)·mean over batch of √(‖f − f⁻‖² + c²) − c with c = 0.00054·√D
+      (Song & Dhariwal 2023), less sensitive to outlying pairs.
+    """
+    dim = prediction.shape[1]
+    diff = prediction - target.detach()
+    if kind == "mse":
+        return diff.square().mean() / dim
+    if kind == "pseudo_huber":
+        c = 0.00054 * dim**0.5
+        return (torch.sqrt(diff.square().sum(1) + c * c) - c).mean() / dim
+    raise ValueError(f"unknown consistency loss {kind!r}; valid: mse, pseudo_huber")

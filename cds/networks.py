@@ -208,3 +208,45 @@ class Control(nn.Module):
         dd = None if d is None else torch.tensor([d], dtype=x.dtype)
         embedding, weight = self.time_conditioning(tt, dd)
         return self.evaluate(x, embedding, weight, self.guidance(x, t, target_score))
+
+
+#: σ_d of the consistency parametrization (spec §4).
+SIGMA_DATA = 0.5
+
+
+def consistency_scalings(tau: Tensor, sigma_data: float = SIGMA_DATA) -> tuple[Tensor, Tensor]:
+    """c_skip(τ) = σ_d²/(τ² + σ_d²) and c_out(τ) = τ·σ_d/√(τ² + σ_d²), so f(x, 0) = x."""
+    denom = tau.square() + sigma_data**2
+    return sigma_data**2 / denom, tau * sigma_data / denom.sqrt()
+
+
+class ConsistencyStudent(nn.Module):
+    """CDDS consistency function f_θ(x, τ) = c_skip(τ)·x + c_out(τ)·F_θ(x, τ) (spec §4).
+
+    τ = T − t is the time to go. F_θ is the main network of spec §2 fed τ where t would go,
+    with no score branch and no step input, so sampling needs no ∇log ρ.
+    """
+
+    def __init__(
+        self, dim: int, T: float, width: int = 64, depth: int = 4, activation: str = "gelu"
+    ):
+        super().__init__()
+        self.dim = dim
+        self.T = T
+        self.net = MainNetwork(dim, width, depth, activation, step_conditioned=False)
+
+    def warm_start_from(self, control: Control) -> None:
+        """Copy the teacher's main-network weights (only a warm start: semantics differ)."""
+        self.net.load_state_dict(control.net.state_dict())
+
+    def forward(self, x: Tensor, tau: Tensor | float) -> Tensor:
+        """x (B, D) and τ (scalar or (B,)) → (B, D)."""
+        tau_t = torch.as_tensor(tau, dtype=x.dtype).reshape(-1)
+        c_skip, c_out = consistency_scalings(tau_t)
+        out = self.net.body(x, self.net.embed(tau_t))
+        return c_skip[:, None] * x + c_out[:, None] * out
+
+    @torch.no_grad()
+    def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        """One-step samples f_θ(x_0, T), x_0 ~ N(0, I): one network evaluation."""
+        return self(torch.randn(n, self.dim, generator=generator), self.T)

@@ -180,3 +180,73 @@ def sample_pf_ode(
             x = x + dt * (0.5 * schedule.beta(t) * x + 0.5 * sigmas[k] * u)
         out.append(x)
     return torch.cat(out)
+
+
+@torch.no_grad()
+def pf_ode_states(
+    control: Control,
+    target: Target,
+    x0: Tensor,
+    grid: Tensor,
+    keep: list[int],
+) -> dict[int, Tensor]:
+    """Integrate the PF ODE from grid index 0 only up to max(keep), returning the states at the
+    grid indices in `keep` (incomplete trajectories, spec §4)."""
+    if not keep or min(keep) < 0 or max(keep) >= grid.numel():
+        raise ValueError(f"keep indices {keep} must lie in [0, {grid.numel() - 1}]")
+    schedule = control.schedule
+    stop = max(keep)
+    times = grid.tolist()
+    embedding, weight = control.time_conditioning(grid[:stop])
+    sigmas = schedule.sigma(grid[:stop]).tolist()
+    wanted = set(keep)
+    out = {0: x0} if 0 in wanted else {}
+    x = x0
+    for k in range(stop):
+        t, dt = times[k], times[k + 1] - times[k]
+        score = None if t == 0.0 else target.score(x)
+        u = control.evaluate(x, embedding[k : k + 1], weight[k], control.guidance(x, t, score))
+        x = x + dt * (0.5 * schedule.beta(t) * x + 0.5 * sigmas[k] * u)
+        if k + 1 in wanted:
+            out[k + 1] = x
+    return out
+
+
+def coarse_indices(n_fine: int, n_coarse: int) -> list[int]:
+    """Coarse consistency grid n_j = round(n_fine·j/(n_coarse − 1)), j = 0..n_coarse − 1
+    (default 128 and 18: {0, 8, 15, 23, …, 120, 128})."""
+    if n_coarse < 2 or n_coarse - 1 > n_fine:
+        raise ValueError(f"need 2 <= n_coarse <= n_fine + 1, got {n_coarse} and {n_fine}")
+    return [round(n_fine * j / (n_coarse - 1)) for j in range(n_coarse)]
+
+
+def consistency_times_to_go(n_steps: int, coarse: list[int], n_fine: int, T: float) -> list[float]:
+    """τ_1 = T > τ_2 > … > τ_K of the K-step consistency sampler (spec §4):
+    τ_i = (n_{m_i}/n_fine)·T with m_i = round((J − 1)·(K + 1 − i)/K), half to even."""
+    last = len(coarse) - 1
+    if not 1 <= n_steps <= last:
+        raise ValueError(f"n_steps must be in [1, {last}] for this coarse grid, got {n_steps}")
+    return [
+        coarse[round(last * (n_steps + 1 - i) / n_steps)] / n_fine * T
+        for i in range(1, n_steps + 1)
+    ]
+
+
+@torch.no_grad()
+def sample_consistency(
+    student: torch.nn.Module,
+    schedule_alpha,
+    taus: list[float],
+    n: int,
+    dim: int,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """K-step consistency sampling: x ← f(x_0, τ_1); then for i ≥ 2 re-noise with the VP
+    noising marginal, x̃ = α(τ_i)·x + √(1 − α(τ_i)²)·z, and set x ← f(x̃, τ_i). K = len(taus)
+    network evaluations per sample; the first step needs no ∇log ρ and neither do the others."""
+    x = student(torch.randn(n, dim, generator=generator), taus[0])
+    for tau in taus[1:]:
+        a = schedule_alpha(tau)
+        z = torch.randn(n, dim, generator=generator)
+        x = student(a * x + math.sqrt(1.0 - a * a) * z, tau)
+    return x

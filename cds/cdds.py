@@ -1,0 +1,297 @@
+"""CDDS: consistency distillation of the DIS teacher into a one-step sampler (spec §4).
+
+Each iteration draws a coarse pair j, integrates the frozen teacher's PF ODE from prior samples
+on the fine grid only up to n_{j+1} (incomplete trajectories; or draws stored pairs from a
+fragment bank), and minimizes the distance between f_θ(x_{n_j}, T − t_{n_j}) and the
+stop-gradient (or EMA) target f_θ⁻(x_{n_{j+1}}, T − t_{n_{j+1}}); the target of the last pair is
+the teacher endpoint itself.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from cds.checkpoints import CheckpointError, load_checkpoint, save_checkpoint
+from cds.config import CDDSParams, Params
+from cds.dis import fingerprint, make_schedule
+from cds.flows import log_abs_det_jacobian
+from cds.losses import consistency_loss
+from cds.metrics import log_z_report
+from cds.networks import ConsistencyStudent, Control
+from cds.samplers import coarse_indices, pf_ode_states
+from cds.sde import uniform_grid
+from cds.targets.base import Target
+from cds.targets.prior import StandardNormalPrior
+from cds.training import Trainer, TrainingResult
+
+STUDENT_KIND = "cdds"
+
+
+@dataclass
+class FragmentBank:
+    """Consecutive coarse pairs (x_lo, x_hi, j) from the teacher's PF ODE."""
+
+    x_lo: Tensor
+    x_hi: Tensor
+    pair: Tensor
+
+    def __len__(self) -> int:
+        return len(self.pair)
+
+    def draw(self, j: int, n: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+        rows = torch.nonzero(self.pair == j).flatten()
+        pick = rows[torch.randint(len(rows), (n,), generator=generator)]
+        return self.x_lo[pick], self.x_hi[pick]
+
+
+def generate_fragments(
+    teacher: Control,
+    target: Target,
+    prior: StandardNormalPrior,
+    fine_grid: Tensor,
+    coarse: list[int],
+    size: int,
+    generator: torch.Generator,
+    chunk: int = 4096,
+    progress: bool = False,
+) -> FragmentBank:
+    """A bank of `size` pairs spread evenly over the coarse pairs; each path is integrated only
+    up to the end of the pair it serves, in chunks of `chunk` paths (bounded memory)."""
+    n_pairs = len(coarse) - 1
+    per_pair = [size // n_pairs + (1 if j < size % n_pairs else 0) for j in range(n_pairs)]
+    lo, hi, pair = [], [], []
+    bar = tqdm(total=size, desc="fragments", disable=not progress, dynamic_ncols=True)
+    for j, count in enumerate(per_pair):
+        for start in range(0, count, chunk):
+            m = min(chunk, count - start)
+            states = pf_ode_states(
+                teacher, target, prior.sample(m, generator), fine_grid, [coarse[j], coarse[j + 1]]
+            )
+            lo.append(states[coarse[j]])
+            hi.append(states[coarse[j + 1]])
+            pair.append(torch.full((m,), j, dtype=torch.int64))
+            bar.update(m)
+    bar.close()
+    return FragmentBank(torch.cat(lo), torch.cat(hi), torch.cat(pair))
+
+
+@dataclass
+class ConsistencyObjective:
+    """One CDDS iteration (spec §4, steps 1–4)."""
+
+    student: ConsistencyStudent
+    teacher: Control
+    target: Target
+    prior: StandardNormalPrior
+    fine_grid: Tensor
+    coarse: list[int]
+    params: CDDSParams
+    bank: FragmentBank | None = None
+    ema_target: ConsistencyStudent | None = None
+    refresh_seed: int = 0
+    refreshes: int = field(default=0)
+
+    def _pairs(self, j: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+        n = self.params.optim.batch_size
+        if self.bank is None:
+            states = pf_ode_states(
+                self.teacher,
+                self.target,
+                self.prior.sample(n, generator),
+                self.fine_grid,
+                [self.coarse[j], self.coarse[j + 1]],
+            )
+            return states[self.coarse[j]], states[self.coarse[j + 1]]
+        return self.bank.draw(j, n, generator)
+
+    def _maybe_refresh(self, iteration: int) -> None:
+        p = self.params
+        if p.fragments == "refresh" and iteration > 0 and iteration % p.refresh_every == 0:
+            gen = torch.Generator().manual_seed(self.refresh_seed + iteration)
+            self.bank = generate_fragments(
+                self.teacher, self.target, self.prior, self.fine_grid, self.coarse, p.bank_size, gen
+            )
+            self.refreshes += 1
+
+    def __call__(self, iteration: int, generator: torch.Generator) -> tuple[Tensor, dict]:
+        self._maybe_refresh(iteration)
+        j = int(torch.randint(len(self.coarse) - 1, (1,), generator=generator))
+        x_lo, x_hi = self._pairs(j, generator)
+        T = self.student.T
+        t_lo = float(self.fine_grid[self.coarse[j]])
+        t_hi = float(self.fine_grid[self.coarse[j + 1]])
+        if self.coarse[j + 1] == len(self.fine_grid) - 1:
+            goal = x_hi
+        else:
+            reference = self.ema_target if self.ema_target is not None else self.student
+            with torch.no_grad():
+                goal = reference(x_hi, T - t_hi)
+        loss = consistency_loss(self.student(x_lo, T - t_lo), goal, self.params.loss)
+        if self.ema_target is not None:
+            with torch.no_grad():
+                mu = self.params.target_ema_decay
+                for shadow, p in zip(
+                    self.ema_target.parameters(), self.student.parameters(), strict=True
+                ):
+                    shadow.mul_(mu).add_(p.detach(), alpha=1 - mu)
+        return loss, {"pair": j}
+
+
+def save_bank(path: str | Path, bank: FragmentBank, manifest: dict[str, Any]) -> None:
+    """The bank as a compact .pt of float32 tensors; its manifest as JSON beside it."""
+    save_checkpoint(
+        path,
+        {
+            "kind": "fragments",
+            "x_lo": bank.x_lo,
+            "x_hi": bank.x_hi,
+            "pair": bank.pair,
+            "manifest": json.dumps(manifest),
+        },
+    )
+
+
+def load_bank(path: str | Path) -> tuple[FragmentBank, dict[str, Any]]:
+    payload = load_checkpoint(path, kind="fragments")
+    return (
+        FragmentBank(payload["x_lo"], payload["x_hi"], payload["pair"]),
+        json.loads(payload["manifest"]),
+    )
+
+
+def train_student(
+    params: Params,
+    target: Target,
+    teacher: Control,
+    teacher_hash: str,
+    checkpoint_path: str | Path,
+    bank: FragmentBank | None = None,
+    log_path: str | Path | None = None,
+    progress: bool = True,
+    stop_after: int | None = None,
+) -> TrainingResult:
+    """Distil `teacher` into a consistency student (resumes from a matching checkpoint)."""
+    cfg = params.cdds
+    schedule = make_schedule(params)
+    torch.manual_seed(params.seed)
+    student = ConsistencyStudent(
+        target.dim, schedule.T, cfg.network.width, cfg.network.depth, cfg.network.activation
+    )
+    if cfg.network == params.teacher.network:
+        student.warm_start_from(teacher)
+    prior = StandardNormalPrior(target.dim, params.sde.prior_truncation)
+    fine_grid = uniform_grid(cfg.n_fine, schedule.T)
+    coarse = coarse_indices(cfg.n_fine, cfg.n_coarse)
+    if cfg.fragments in ("bank", "refresh") and bank is None:
+        raise ValueError(f"cdds.fragments = {cfg.fragments!r} needs a fragment bank")
+    objective = ConsistencyObjective(
+        student,
+        teacher,
+        target,
+        prior,
+        fine_grid,
+        coarse,
+        cfg,
+        bank=bank if cfg.fragments != "online" else None,
+        ema_target=copy.deepcopy(student) if cfg.target_network == "ema" else None,
+        refresh_seed=params.seed + 104729,
+    )
+    config = {
+        "seed": params.seed,
+        "target": params.target.model_dump(),
+        "sde": params.sde.model_dump(),
+        "cdds": cfg.model_dump(),
+        "teacher": teacher_hash,
+    }
+
+    def evaluation(model: torch.nn.Module, iteration: int) -> dict[str, Any]:
+        return one_step_weights_report(
+            model,
+            target,
+            prior,
+            cfg.eval_samples,  # type: ignore[arg-type]
+            params.seed + iteration,
+        )
+
+    trainer = Trainer(
+        student,
+        objective,
+        cfg.optim,
+        seed=params.seed,
+        kind=STUDENT_KIND,
+        fingerprint=fingerprint(config),
+        checkpoint_path=checkpoint_path,
+        metadata={"config": json.dumps(config), "dim": target.dim},
+        evaluation=evaluation if target.dim <= 100 else None,
+        eval_every=cfg.eval_every,
+        log_path=log_path,
+        progress=progress,
+    )
+    trainer.try_resume()
+    return trainer.run(stop_after=stop_after)
+
+
+def one_step_log_weights(
+    student: ConsistencyStudent,
+    target: Target,
+    prior: StandardNormalPrior,
+    n: int,
+    generator: torch.Generator,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Samples, DF log weights log ρ(f(x₀)) − log p(x₀) + log|det ∂f/∂x₀| (exact Jacobian, spec
+    §6) and the Jacobian determinant signs of the one-step map."""
+    x0 = prior.sample(n, generator)
+    with torch.no_grad():
+        x = student(x0, student.T)
+    logdet, sign = log_abs_det_jacobian(lambda v: student(v, student.T), x0)
+    log_w = target.log_prob(x).double() - prior.log_prob(x0).double() + logdet
+    return x, log_w, sign
+
+
+def one_step_weights_report(
+    student: ConsistencyStudent, target: Target, prior: StandardNormalPrior, n: int, seed: int
+) -> dict[str, Any]:
+    """ELBO, IS log Z, ESS of the one-step map, with the share of negative Jacobian signs (a
+    continuous invertible map has one sign everywhere; mixed signs flag non-invertibility)."""
+    start = time.perf_counter()
+    _, log_w, sign = one_step_log_weights(
+        student, target, prior, n, torch.Generator().manual_seed(seed)
+    )
+    report: dict[str, Any] = log_z_report(log_w, target.log_Z)
+    negative = float((sign < 0).double().mean())
+    report["jacobian_negative_fraction"] = min(negative, 1.0 - negative)
+    report["weights_seconds"] = time.perf_counter() - start
+    return report
+
+
+def load_student(path: str | Path) -> tuple[ConsistencyStudent, dict[str, Any]]:
+    """The distilled student with its EMA weights, frozen."""
+    payload = load_checkpoint(path, kind=STUDENT_KIND)
+    if payload["step"] != payload["iterations"]:
+        raise CheckpointError(
+            f"student checkpoint {str(path)!r} is unfinished "
+            f"({payload['step']}/{payload['iterations']} iterations)"
+        )
+    config = json.loads(payload["metadata"]["config"])
+    cfg = CDDSParams.model_validate(config["cdds"])
+    student = ConsistencyStudent(
+        int(payload["metadata"]["dim"]),
+        float(config["sde"]["T"]),
+        cfg.network.width,
+        cfg.network.depth,
+        cfg.network.activation,
+    )
+    student.load_state_dict(payload["ema"])
+    student.eval()
+    for p in student.parameters():
+        p.requires_grad_(False)
+    return student, config

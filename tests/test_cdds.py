@@ -1,0 +1,182 @@
+"""CDDS: consistency parametrization, loss, fragments, multistep schedule, one-step weights."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from cds.cdds import (
+    ConsistencyObjective,
+    generate_fragments,
+    load_bank,
+    one_step_log_weights,
+    save_bank,
+)
+from cds.config import load_params
+from cds.flows import exact_divergence, hutchinson_divergence, log_abs_det_jacobian
+from cds.losses import consistency_loss
+from cds.networks import ConsistencyStudent, Control, consistency_scalings
+from cds.samplers import (
+    coarse_indices,
+    consistency_times_to_go,
+    pf_ode_states,
+    sample_pf_ode,
+)
+from cds.sde import VPSchedule, uniform_grid
+from cds.targets import StandardNormalPrior, get_target
+from tests.test_teacher import ScaledGaussian
+
+
+def test_boundary_condition_is_exact():
+    torch.manual_seed(0)
+    student = ConsistencyStudent(3, T=1.0)
+    with torch.no_grad():
+        for p in student.parameters():
+            p.add_(torch.randn_like(p))
+    x = torch.randn(50, 3)
+    assert torch.equal(student(x, 0.0), x)
+    c_skip, c_out = consistency_scalings(torch.tensor([1.0]))
+    assert float(c_skip) == pytest.approx(0.2) and float(c_out) == pytest.approx(0.4472, abs=1e-4)
+
+
+def test_coarse_grid_and_multistep_times_match_spec():
+    coarse = coarse_indices(128, 18)
+    assert coarse == [0, 8, 15, 23, 30, 38, 45, 53, 60, 68, 75, 83, 90, 98, 105, 113, 120, 128]
+    assert consistency_times_to_go(1, coarse, 128, 1.0) == [1.0]
+    assert consistency_times_to_go(2, coarse, 128, 1.0) == [1.0, 0.46875]
+    taus = consistency_times_to_go(8, coarse, 128, 2.0)
+    assert len(taus) == 8 and taus[0] == 2.0 and all(a > b > 0 for a, b in zip(taus, taus[1:]))
+    with pytest.raises(ValueError, match="n_steps"):
+        consistency_times_to_go(18, coarse, 128, 1.0)
+
+
+def test_loss_zero_when_student_and_target_coincide():
+    x = torch.randn(10, 4)
+    for kind in ("mse", "pseudo_huber"):
+        assert float(consistency_loss(x, x.clone(), kind)) == pytest.approx(0.0, abs=1e-12)
+        assert float(consistency_loss(x, x + 1.0, kind)) > 0
+    # The MSE default carries the explicit 1/D² factor: mean over coordinates, then 1/D.
+    assert float(consistency_loss(torch.zeros(2, 4), torch.ones(2, 4))) == pytest.approx(0.25)
+    with pytest.raises(ValueError, match="unknown consistency loss"):
+        consistency_loss(x, x, "l1")
+
+
+def test_fragment_bank_reproduces_teacher_endpoint(tmp_path):
+    torch.manual_seed(1)
+    teacher = Control(2, VPSchedule())
+    with torch.no_grad():
+        for p in teacher.net.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    target = get_target("gmm9")
+    prior = StandardNormalPrior(2)
+    grid = uniform_grid(32)
+    coarse = coarse_indices(32, 5)
+    bank = generate_fragments(
+        teacher, target, prior, grid, coarse, 40, torch.Generator().manual_seed(7), chunk=7
+    )
+    assert len(bank) == 40 and torch.bincount(bank.pair).tolist() == [10, 10, 10, 10]
+    # The last pair's x_hi is the teacher's full PF-ODE endpoint from the same prior draws.
+    gen = torch.Generator().manual_seed(7)
+    for j in range(3):  # replay the generator through the earlier pairs' draws
+        for start in range(0, 10, 7):
+            prior.sample(min(7, 10 - start), gen)
+    x0 = torch.cat([prior.sample(7, gen), prior.sample(3, gen)])
+    endpoint = sample_pf_ode(teacher, target, prior, grid, 10, x0=x0)
+    torch.testing.assert_close(bank.x_hi[bank.pair == 3], endpoint, rtol=1e-5, atol=1e-5)
+    save_bank(tmp_path / "bank.pt", bank, {"count": 40})
+    loaded, manifest = load_bank(tmp_path / "bank.pt")
+    assert manifest == {"count": 40} and torch.equal(loaded.x_lo, bank.x_lo)
+
+
+def test_incomplete_trajectories_stop_at_the_pair_end():
+    teacher = Control(2, VPSchedule())
+    calls = []
+    original = teacher.net.body
+    teacher.net.body = lambda x, e: calls.append(1) or original(x, e)  # type: ignore[method-assign]
+    states = pf_ode_states(
+        teacher, get_target("gmm9"), torch.randn(4, 2), uniform_grid(128), [8, 15]
+    )
+    assert sorted(states) == [8, 15] and len(calls) == 15
+
+
+def test_log_det_jacobian_on_a_linear_map_and_divergences():
+    a = torch.tensor([[2.0, 0.5, 0.0], [0.0, -1.0, 0.3], [0.1, 0.0, 0.7]])
+    x = torch.randn(5, 3)
+    logdet, sign = log_abs_det_jacobian(lambda v: v @ a.T + 1.0, x)
+    expected = torch.linalg.slogdet(a.double())
+    torch.testing.assert_close(logdet, expected.logabsdet.expand(5))
+    assert torch.all(sign == expected.sign)
+    torch.testing.assert_close(exact_divergence(lambda v: v @ a.T, x), torch.trace(a).expand(5))
+    gen = torch.Generator().manual_seed(0)
+    est = hutchinson_divergence(lambda v: v @ a.T, x.repeat(4000, 1), 1, gen)
+    assert float(est.mean()) == pytest.approx(float(torch.trace(a)), abs=0.05)
+
+
+class AffineStudent(ConsistencyStudent):
+    """f(x, T) = m + s·x: an exact transport of N(0, I) onto N(m, s²I)."""
+
+    def __init__(self, shift: torch.Tensor, scale: float):
+        super().__init__(len(shift), T=1.0)
+        self.shift, self.scale = shift, scale
+
+    def forward(self, x, tau):
+        return self.shift + self.scale * x
+
+
+def test_one_step_is_log_z_is_exact_for_an_affine_transport():
+    shift, scale = torch.tensor([1.0, -2.0]), 1.7
+    target = ScaledGaussian(2, log_z0=0.9)
+    # Shift the target so that the affine map is its exact transport: ρ(x) = Z₀·N(x; m, s²I).
+    target._log_prob = lambda x: 0.9 + torch.distributions.Normal(shift, scale).log_prob(x).sum(1)
+    student = AffineStudent(shift, scale)
+    _, log_w, sign = one_step_log_weights(
+        student, target, StandardNormalPrior(2), 500, torch.Generator().manual_seed(0)
+    )
+    torch.testing.assert_close(
+        log_w, torch.full((500,), 0.9, dtype=torch.float64), rtol=0, atol=1e-5
+    )
+    assert torch.all(sign > 0)
+
+
+def test_short_distillation_beats_untrained_student():
+    """400 iterations of online distillation of the interpolated-score teacher on gmm9: the
+    one-step squared error to the teacher's ODE endpoints drops by > 50% (measured 1.13 → 0.36)."""
+    params = load_params(
+        None,
+        [
+            "cdds.optim.iterations=400",
+            "cdds.optim.batch_size=256",
+            "cdds.n_fine=32",
+            "cdds.n_coarse=5",
+            "cdds.optim.ema_window=50",
+        ],
+    )
+    target = get_target("gmm9")
+    torch.manual_seed(0)
+    teacher = Control(2, VPSchedule())  # the interpolated-score teacher is a fine ODE to distil
+    prior = StandardNormalPrior(2)
+    grid = uniform_grid(32)
+    student = ConsistencyStudent(2, T=1.0)
+    student.warm_start_from(teacher)
+    x0 = prior.sample(2000, torch.Generator().manual_seed(3))
+    endpoint = sample_pf_ode(teacher, target, prior, grid, 2000, x0=x0)
+
+    def error() -> float:
+        with torch.no_grad():
+            return float((student(x0, 1.0) - endpoint).square().sum(1).mean())
+
+    before = error()
+    objective = ConsistencyObjective(
+        student, teacher, target, prior, grid, coarse_indices(32, 5), params.cdds
+    )
+    opt = torch.optim.Adam(student.parameters(), lr=1e-3)
+    gen = torch.Generator().manual_seed(1)
+    for i in range(400):
+        loss, _ = objective(i, gen)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    after = error()
+    assert after < 0.5 * before and math.isfinite(after)
