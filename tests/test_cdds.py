@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import pytest
@@ -47,7 +48,8 @@ def test_coarse_grid_and_multistep_times_match_spec():
     assert consistency_times_to_go(1, coarse, 128, 1.0) == [1.0]
     assert consistency_times_to_go(2, coarse, 128, 1.0) == [1.0, 0.46875]
     taus = consistency_times_to_go(8, coarse, 128, 2.0)
-    assert len(taus) == 8 and taus[0] == 2.0 and all(a > b > 0 for a, b in zip(taus, taus[1:]))
+    assert len(taus) == 8 and taus[0] == 2.0
+    assert all(a > b > 0 for a, b in itertools.pairwise(taus))
     with pytest.raises(ValueError, match="n_steps"):
         consistency_times_to_go(18, coarse, 128, 1.0)
 
@@ -79,7 +81,7 @@ def test_fragment_bank_reproduces_teacher_endpoint(tmp_path):
     assert len(bank) == 40 and torch.bincount(bank.pair).tolist() == [10, 10, 10, 10]
     # The last pair's x_hi is the teacher's full PF-ODE endpoint from the same prior draws.
     gen = torch.Generator().manual_seed(7)
-    for j in range(3):  # replay the generator through the earlier pairs' draws
+    for _ in range(3):  # replay the generator through the earlier pairs' draws
         for start in range(0, 10, 7):
             prior.sample(min(7, 10 - start), gen)
     x0 = torch.cat([prior.sample(7, gen), prior.sample(3, gen)])
