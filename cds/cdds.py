@@ -100,18 +100,33 @@ class ConsistencyObjective:
     refresh_seed: int = 0
     refreshes: int = field(default=0)
 
-    def _pairs(self, j: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+    def _pairs(self, generator: torch.Generator) -> tuple[Tensor, Tensor, Tensor]:
+        """(x_lo, x_hi, j) rows for one iteration, following `pair_sampling`:
+
+        - "shared": one j for the whole batch, paths integrated only up to n_{j+1} (spec §4);
+        - "all": every path integrated to T and all consecutive pairs used (B·(J − 1) rows).
+        A bank gives one j per batch ("shared") or a random row per sample ("all").
+        """
         n = self.params.optim.batch_size
-        if self.bank is None:
-            states = pf_ode_states(
-                self.teacher,
-                self.target,
-                self.prior.sample(n, generator),
-                self.fine_grid,
-                [self.coarse[j], self.coarse[j + 1]],
-            )
-            return states[self.coarse[j]], states[self.coarse[j + 1]]
-        return self.bank.draw(j, n, generator)
+        n_pairs = len(self.coarse) - 1
+        mode = self.params.pair_sampling
+        if self.bank is not None:
+            if mode == "shared":
+                j = int(torch.randint(n_pairs, (1,), generator=generator))
+                lo, hi = self.bank.draw(j, n, generator)
+                return lo, hi, torch.full((n,), j, dtype=torch.int64)
+            rows = torch.randint(len(self.bank), (n,), generator=generator)
+            return self.bank.x_lo[rows], self.bank.x_hi[rows], self.bank.pair[rows]
+        x0 = self.prior.sample(n, generator)
+        if mode == "shared":
+            j = int(torch.randint(n_pairs, (1,), generator=generator))
+            keep = [self.coarse[j], self.coarse[j + 1]]
+            states = pf_ode_states(self.teacher, self.target, x0, self.fine_grid, keep)
+            return states[keep[0]], states[keep[1]], torch.full((n,), j, dtype=torch.int64)
+        states = pf_ode_states(self.teacher, self.target, x0, self.fine_grid, self.coarse)
+        lo = torch.cat([states[self.coarse[j]] for j in range(n_pairs)])
+        hi = torch.cat([states[self.coarse[j + 1]] for j in range(n_pairs)])
+        return lo, hi, torch.arange(n_pairs).repeat_interleave(n)
 
     def _maybe_refresh(self, iteration: int) -> None:
         p = self.params
@@ -124,18 +139,15 @@ class ConsistencyObjective:
 
     def __call__(self, iteration: int, generator: torch.Generator) -> tuple[Tensor, dict]:
         self._maybe_refresh(iteration)
-        j = int(torch.randint(len(self.coarse) - 1, (1,), generator=generator))
-        x_lo, x_hi = self._pairs(j, generator)
+        x_lo, x_hi, j = self._pairs(generator)
         T = self.student.T
-        t_lo = float(self.fine_grid[self.coarse[j]])
-        t_hi = float(self.fine_grid[self.coarse[j + 1]])
-        if self.coarse[j + 1] == len(self.fine_grid) - 1:
-            goal = x_hi
-        else:
-            reference = self.ema_target if self.ema_target is not None else self.student
-            with torch.no_grad():
-                goal = reference(x_hi, T - t_hi)
-        loss = consistency_loss(self.student(x_lo, T - t_lo), goal, self.params.loss)
+        times = self.fine_grid[torch.tensor(self.coarse)]
+        tau_lo, tau_hi = T - times[j], T - times[j + 1]
+        last = (j + 1 == len(self.coarse) - 1)[:, None]
+        reference = self.ema_target if self.ema_target is not None else self.student
+        with torch.no_grad():
+            goal = torch.where(last, x_hi, reference(x_hi, tau_hi))
+        loss = consistency_loss(self.student(x_lo, tau_lo), goal, self.params.loss)
         if self.ema_target is not None:
             with torch.no_grad():
                 mu = self.params.target_ema_decay
@@ -143,7 +155,7 @@ class ConsistencyObjective:
                     self.ema_target.parameters(), self.student.parameters(), strict=True
                 ):
                     shadow.mul_(mu).add_(p.detach(), alpha=1 - mu)
-        return loss, {"pair": j}
+        return loss, {}
 
 
 def save_bank(path: str | Path, bank: FragmentBank, manifest: dict[str, Any]) -> None:

@@ -118,6 +118,8 @@ class CDDSParams(_Strict):
     target_network: Literal["stopgrad", "ema"] = "stopgrad"
     target_ema_decay: Annotated[float, Field(gt=0, lt=1)] = 0.999
     fragments: Literal["online", "bank", "refresh"] = "online"
+    #: "shared": one pair index per batch (paper); "all": every pair of every path.
+    pair_sampling: Literal["shared", "all"] = "shared"
     bank_size: PositiveInt = 65_536
     refresh_every: PositiveInt = 500
     optim: OptimParams = OptimParams(iterations=1000, ema_window=300)
