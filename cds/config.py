@@ -127,6 +127,24 @@ class CDDSParams(_Strict):
     eval_samples: PositiveInt = 2000
 
 
+class SCDSParams(_Strict):
+    """Self-consistent diffusion sampler trained from scratch (spec §5)."""
+
+    n_steps: PositiveInt = 128
+    network: NetworkParams = NetworkParams()
+    clip: ClipParams = ClipParams()
+    lambda_s: Annotated[float, Field(ge=0)] = 1.0
+    lambda_sc: Annotated[float, Field(ge=0)] = 1.0
+    optim: OptimParams = OptimParams(iterations=1500, ema_window=300)
+
+    @field_validator("n_steps")
+    @classmethod
+    def _power_of_two(cls, n: int) -> int:
+        if n & (n - 1):
+            raise ValueError(f"must be a power of two, got {n}")
+        return n
+
+
 class EvaluationParams(_Strict):
     """Final evaluation: sample counts and seed of the fresh reference samples."""
 
@@ -145,6 +163,7 @@ class Params(_Strict):
     sde: SDEParams = SDEParams()
     teacher: TeacherParams = TeacherParams()
     cdds: CDDSParams = CDDSParams()
+    scds: SCDSParams = SCDSParams()
     evaluation: EvaluationParams = EvaluationParams()
 
 

@@ -12,27 +12,37 @@ from collections.abc import Callable
 
 import torch
 from torch import Tensor
-from torch.func import jacrev, vmap
+
+
+def batch_jacobian(fn: Callable[[Tensor], Tensor], x: Tensor) -> Tensor:
+    """Per-sample Jacobians (B, D, D) of a sample-wise map, with D vector–Jacobian products.
+
+    Row i is ∂fn_i/∂x; samples are independent, so one backward pass of Σ_b fn(x)_{b,i} gives
+    row i for the whole batch. Target scores inside `fn` keep their graph (create_graph), so a
+    map through ∇log ρ differentiates through the Hessian of log ρ (spec §6, pitfall 15).
+    """
+    with torch.enable_grad():
+        xg = x.detach().requires_grad_(True)
+        out = fn(xg)
+        rows = [
+            torch.autograd.grad(out[:, i].sum(), xg, retain_graph=i < x.shape[1] - 1)[0]
+            for i in range(x.shape[1])
+        ]
+    return torch.stack(rows, dim=1)
 
 
 def log_abs_det_jacobian(
-    fn: Callable[[Tensor], Tensor], x: Tensor, chunk: int = 256
+    fn: Callable[[Tensor], Tensor], x: Tensor, chunk: int = 1024
 ) -> tuple[Tensor, Tensor]:
     """Exact log|det ∂fn/∂x| per sample from the full Jacobian, and the sign of the determinant.
 
     `fn` maps a batch (B, D) to (B, D) sample-wise. A determinant sign that changes across
     samples, or |det| ≈ 0, means the map is not invertible there and the weights are invalid.
     """
-
-    def single(v: Tensor) -> Tensor:
-        return fn(v[None])[0]
-
-    jac = vmap(jacrev(single))
     signs, logdets = [], []
     for start in range(0, len(x), chunk):
-        with torch.enable_grad():
-            j = jac(x[start : start + chunk].detach())
-        sign, logdet = torch.linalg.slogdet(j.detach().double())
+        jac = batch_jacobian(fn, x[start : start + chunk])
+        sign, logdet = torch.linalg.slogdet(jac.detach().double())
         signs.append(sign)
         logdets.append(logdet)
     return torch.cat(logdets), torch.cat(signs)

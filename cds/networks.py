@@ -200,6 +200,17 @@ class Control(nn.Module):
         c = self.clip_net
         return torch.clamp(self.net.body(x, embedding), -c, c) + score_weight * guidance
 
+    def per_sample(self, x: Tensor, t: Tensor, score_fn, d: Tensor | None = None) -> Tensor:
+        """u_θ(x_b, t_b[, d_b]) with a time (and step) per sample; `score_fn` is ∇log ρ, called
+        only when some t_b > 0 (the score's weight is 0 at t = 0)."""
+        embedding, weight = self.time_conditioning(t, d)
+        lam = (t / self.schedule.T)[:, None]
+        mix = -(1.0 - lam) * x
+        if bool((t > 0).any()):
+            mix = mix + lam * score_fn(x)
+        c = self.clip_score
+        return self.evaluate(x, embedding, weight[:, None], torch.clamp(mix, -c, c))
+
     def forward(
         self, x: Tensor, t: float, target_score: Tensor | None, d: float | None = None
     ) -> Tensor:

@@ -1,0 +1,194 @@
+"""SCDS: step conditioning, the self-consistency loss, (t, d) sampling, flow weights, training."""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+
+import pytest
+import torch
+
+from cds.config import load_params
+from cds.metrics import paper_sinkhorn
+from cds.networks import Control
+from cds.samplers import sample_pf_ode
+from cds.scds import (
+    SelfConsistencyObjective,
+    draw_shortcut_pairs,
+    flow_log_weights,
+    load_scds,
+    pf_ode_step,
+    train_scds,
+)
+from cds.sde import VPSchedule, sub_grid, uniform_grid
+from cds.targets import StandardNormalPrior, get_target
+from tests.test_teacher import ScaledGaussian
+
+
+def test_base_step_reduces_to_teacher_parametrization():
+    """u(x, t, h₀) of the step-conditioned net equals a teacher whose input bias absorbs E_d(h₀)."""
+    torch.manual_seed(0)
+    schedule = VPSchedule()
+    scds = Control(2, schedule, step_conditioned=True)
+    teacher = Control(2, schedule)
+    with torch.no_grad():
+        for p in scds.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    state = {k: v for k, v in scds.state_dict().items() if not k.startswith("net.step_embedding")}
+    teacher.load_state_dict(state)
+    h0 = 1.0 / 128
+    with torch.no_grad():
+        teacher.net.input.bias += scds.net.step_embedding(torch.tensor([h0]))[0]
+    x = torch.randn(20, 2)
+    score = get_target("gmm9").score(x)
+    torch.testing.assert_close(scds(x, 0.3, score, d=h0), teacher(x, 0.3, score))
+
+
+class ExactShortcutControl(Control):
+    """For ρ = N(0, s²I) the PF ODE is linear, x(t') = r(t, t')·x(t) with
+    r = √(v(t')/v(t)), v(t) = α(T−t)²s² + 1 − α(T−t)². This control makes one Euler step of any
+    size exact: u = (2/σ)·((r − 1)/s − ½β)·x."""
+
+    def __init__(self, scale: float):
+        super().__init__(2, VPSchedule(), step_conditioned=True)
+        self.scale = scale
+
+    def variance(self, t):
+        a = self.schedule.alpha(self.schedule.T - t)
+        return a * a * self.scale**2 + 1 - a * a
+
+    def per_sample(self, x, t, score_fn, d=None):
+        r = torch.sqrt(self.variance(t + d) / self.variance(t))
+        coef = 2.0 / self.schedule.sigma(t) * ((r - 1) / d - 0.5 * self.schedule.beta(t))
+        return coef[:, None] * x
+
+
+def test_self_consistency_loss_vanishes_for_the_exact_linear_control():
+    target = ScaledGaussian(2, 0.0)
+    target._log_prob = lambda x: -0.5 * (x / 2.0).square().sum(1)
+    control = ExactShortcutControl(scale=2.0)
+    x = torch.randn(64, 2)
+    t = torch.rand(64) * 0.5
+    d = torch.rand(64) * 0.25
+    two_halves = pf_ode_step(control, target, pf_ode_step(control, target, x, t, d), t + d, d)
+    one_full = pf_ode_step(control, target, x, t, 2 * d)
+    closed_form = x * torch.sqrt(control.variance(t + 2 * d) / control.variance(t))[:, None]
+    torch.testing.assert_close(two_halves, closed_form, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(one_full, closed_form, rtol=1e-5, atol=1e-5)
+
+
+def test_shortcut_pairs_stay_in_range_and_cover_every_allowed_pair():
+    n_steps, levels = 16, 4
+    j, start = draw_shortcut_pairs(n_steps, 200_000, torch.Generator().manual_seed(0))
+    end = start + 2 ** (j + 1)
+    assert int(start.min()) >= 0 and int(end.max()) <= n_steps
+    assert torch.all(start % 2 ** (j + 1) == 0)  # on the powers-of-two lattice
+    counts = Counter(zip(j.tolist(), start.tolist(), strict=True))
+    allowed = {(lv, m * 2 ** (lv + 1)) for lv in range(levels) for m in range(n_steps >> (lv + 1))}
+    assert set(counts) == allowed
+    # j uniform over levels; start uniform within each level (4σ tolerance on frequencies).
+    for lv in range(levels):
+        n_level = sum(c for (a, _), c in counts.items() if a == lv)
+        assert abs(n_level / 200_000 - 1 / levels) < 4 * math.sqrt(0.25 * 0.75 / 200_000)
+        slots = n_steps >> (lv + 1)
+        for m in range(slots):
+            p = 1 / slots
+            freq = counts[(lv, m * 2 ** (lv + 1))] / n_level
+            assert abs(freq - p) < 4 * math.sqrt(p * (1 - p) / n_level) + 1e-9
+
+
+@pytest.mark.parametrize("divergence", ["exact_logdet", "exact_trace", "hutchinson"])
+def test_flow_weights_are_exact_for_the_gaussian_with_an_untrained_control(divergence):
+    """PF drift v ≡ 0 for ρ = Z₀·N(0, I) and the untrained control, so log w = log Z₀ exactly."""
+    target = ScaledGaussian(3, log_z0=0.8)
+    control = Control(3, VPSchedule(), step_conditioned=True)
+    _, log_w = flow_log_weights(
+        control,
+        target,
+        StandardNormalPrior(3),
+        uniform_grid(8),
+        4,
+        200,
+        torch.Generator().manual_seed(0),
+        divergence,
+    )
+    torch.testing.assert_close(
+        log_w, torch.full((200,), 0.8, dtype=torch.float64), rtol=0, atol=1e-4
+    )
+
+
+def test_exact_logdet_flow_weights_match_a_linear_flow():
+    """With the exact-shortcut control on N(0, s²I) every K-step map is x ↦ r·x with
+    r = √(v(T)/v(0)), so log w = log ρ(r·x₀) − log N(x₀; 0, I) + D·log r in closed form."""
+    control = ExactShortcutControl(scale=2.0)
+    target = ScaledGaussian(2, 0.0)
+    target._log_prob = lambda x: -0.5 * (x / 2.0).square().sum(1)
+    v_end, v_start = control.variance(torch.tensor(1.0)), control.variance(torch.tensor(0.0))
+    r = math.sqrt(float(v_end / v_start))
+    for k in (1, 4):
+        x, log_w = flow_log_weights(
+            control,
+            target,
+            StandardNormalPrior(2),
+            uniform_grid(8),
+            k,
+            300,
+            torch.Generator().manual_seed(1),
+        )
+        x0 = x.double() / r
+        log_p0 = -0.5 * x0.square().sum(1) - math.log(2 * math.pi)
+        closed = target.log_prob(x).double() - log_p0 + 2 * math.log(r)
+        torch.testing.assert_close(log_w, closed, rtol=1e-4, atol=1e-4)
+
+
+def test_short_training_on_gmm9_improves_one_step_sampler(tmp_path):
+    """300 iterations (batch 256, N = 32): the one-step Sinkhorn at n = 1000 falls by > 40%
+    relative to the untrained network."""
+    params = load_params(
+        None,
+        [
+            "scds.n_steps=32",
+            "scds.optim.iterations=300",
+            "scds.optim.batch_size=256",
+            "scds.optim.ema_window=100",
+        ],
+    )
+    target = get_target("gmm9")
+    prior = StandardNormalPrior(2)
+    ref = target.sample(1000, torch.Generator().manual_seed(2))
+    torch.manual_seed(0)
+    untrained = Control(2, VPSchedule(), step_conditioned=True)
+    one_step = sub_grid(uniform_grid(32), 1)
+
+    def one_step_sinkhorn(control: Control) -> float:
+        x = sample_pf_ode(
+            control, target, prior, one_step, 1000, torch.Generator().manual_seed(3), step_size=1.0
+        )
+        return paper_sinkhorn(x, ref).value
+
+    before = one_step_sinkhorn(untrained)
+    train_scds(params, target, tmp_path / "s.pt", progress=False)
+    control, _ = load_scds(tmp_path / "s.pt")
+    after = one_step_sinkhorn(control)
+    assert after < 0.6 * before
+
+
+def test_objective_combines_both_losses():
+    params = load_params(None, ["scds.n_steps=8", "scds.optim.batch_size=16"])
+    torch.manual_seed(0)
+    control = Control(2, VPSchedule(), step_conditioned=True)
+    with torch.no_grad():  # the zero-initialized output layer would block gradients upstream
+        control.net.output.weight.normal_(0, 0.1)
+    values = {}
+    for lam in (0.0, 1.0):
+        p = params.scds.model_copy(update={"lambda_sc": lam})
+        objective = SelfConsistencyObjective(
+            control, get_target("gmm9"), StandardNormalPrior(2), uniform_grid(8), p
+        )
+        loss, info = objective(0, torch.Generator().manual_seed(0))
+        values[lam] = float(loss.detach())
+        assert math.isfinite(values[lam]) and info["dropped_paths"] == 0
+    assert values[1.0] > values[0.0]  # same paths and pairs: the difference is L_SC > 0
+    control.zero_grad()
+    loss.backward()
+    assert control.net.step_embedding.mlp[0].weight.grad.abs().sum() > 0
