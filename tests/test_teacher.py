@@ -273,3 +273,54 @@ def test_params_file_errors(tmp_path):
         load_params(bad)
     with pytest.raises(ParamsError, match=r"key\.path=value"):
         load_params(None, ["teacher.n_steps"])
+
+
+def test_log_variance_loss_drops_nonfinite_and_huge_paths():
+    rnd = torch.tensor([1.0, 2.0, 3.0, float("nan"), float("inf"), 1e8, 5.0])
+    loss, dropped = log_variance_loss(rnd, dim=2)
+    assert dropped == 3
+    assert float(loss) == pytest.approx(float(torch.tensor([1.0, 2.0, 3.0, 5.0]).var()) / 2)
+    loss, dropped = log_variance_loss(torch.tensor([1.0, float("nan")]), dim=1)
+    assert dropped == 1 and math.isnan(float(loss))
+
+
+def test_skip_rule_leaves_parameters_and_scheduler_untouched(tmp_path):
+    """Iterations with a non-finite loss or gradient are skipped and counted."""
+    params = tiny_params()
+    model = torch.nn.Linear(2, 1)
+    model.set_clips = lambda *_: None  # type: ignore[attr-defined]
+    bad_loss, bad_grad = {3, 4}, {6}
+
+    def objective(iteration, generator):
+        out = model(torch.ones(1, 2)).sum()
+        if iteration in bad_loss:
+            return out * float("nan"), {}
+        if iteration in bad_grad:
+            # finite value, infinite gradient: d/dz √|z| at z = 0
+            return out.square() + (out - out.detach()).abs().sqrt(), {}
+        return out.square(), {}
+
+    trainer = Trainer(
+        model,
+        objective,
+        params.teacher.optim,
+        seed=0,
+        kind="toy",
+        fingerprint="x",
+        checkpoint_path=tmp_path / "c.pt",
+        progress=False,
+    )
+    before = {}
+
+    def snapshot(step):
+        before[step] = (copy.deepcopy(model.state_dict()), trainer.scheduler.last_epoch)
+
+    for step in range(8):
+        snapshot(step)
+        trainer.run(stop_after=1)
+    assert trainer.skipped == 3
+    for step in (3, 4, 6):
+        after_state = before[step + 1][0]
+        assert all(torch.equal(before[step][0][k], after_state[k]) for k in after_state)
+        assert before[step + 1][1] == before[step][1]
+    assert not torch.equal(before[0][0]["weight"], before[1][0]["weight"])
