@@ -44,6 +44,12 @@ def write_results(script: str, payload: dict[str, Any]) -> Path:
     return path
 
 
+def previous_rows(script: str) -> list[dict[str, Any]]:
+    """The rows of this script's last results file (empty if there is none)."""
+    path = RESULTS / f"{Path(script).stem}.json"
+    return json.loads(path.read_text()).get("rows", []) if path.exists() else []
+
+
 def print_table(rows: list[dict[str, Any]], columns: list[str]) -> None:
     def fmt(v: Any) -> str:
         if isinstance(v, float):
