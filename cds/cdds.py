@@ -20,7 +20,12 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from cds.checkpoints import CheckpointError, load_checkpoint, save_checkpoint
+from cds.checkpoints import (
+    frozen_with_ema,
+    load_checkpoint,
+    load_finished_checkpoint,
+    save_checkpoint,
+)
 from cds.config import CDDSParams, Params
 from cds.dis import fingerprint, make_schedule
 from cds.flows import log_abs_det_jacobian
@@ -287,12 +292,7 @@ def one_step_weights_report(
 
 def load_student(path: str | Path) -> tuple[ConsistencyStudent, dict[str, Any]]:
     """The distilled student with its EMA weights, frozen."""
-    payload = load_checkpoint(path, kind=STUDENT_KIND)
-    if payload["step"] != payload["iterations"]:
-        raise CheckpointError(
-            f"student checkpoint {str(path)!r} is unfinished "
-            f"({payload['step']}/{payload['iterations']} iterations)"
-        )
+    payload = load_finished_checkpoint(path, STUDENT_KIND)
     config = json.loads(payload["metadata"]["config"])
     cfg = CDDSParams.model_validate(config["cdds"])
     student = ConsistencyStudent(
@@ -302,8 +302,5 @@ def load_student(path: str | Path) -> tuple[ConsistencyStudent, dict[str, Any]]:
         cfg.network.depth,
         cfg.network.activation,
     )
-    student.load_state_dict(payload["ema"])
-    student.eval()
-    for p in student.parameters():
-        p.requires_grad_(False)
+    frozen_with_ema(student, payload)
     return student, config

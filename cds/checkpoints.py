@@ -57,3 +57,23 @@ def load_checkpoint(path: str | Path, kind: str | None = None) -> dict[str, Any]
             f"checkpoint {str(path)!r} holds a {payload.get('kind')!r} model, expected {kind!r}"
         )
     return payload
+
+
+def load_finished_checkpoint(path: str | Path, kind: str) -> dict[str, Any]:
+    """Load a training checkpoint of `kind` and refuse one whose run did not finish."""
+    payload = load_checkpoint(path, kind=kind)
+    if payload.get("step") != payload.get("iterations"):
+        raise CheckpointError(
+            f"{kind} checkpoint {str(path)!r} is unfinished "
+            f"({payload.get('step')}/{payload.get('iterations')} iterations)"
+        )
+    return payload
+
+
+def frozen_with_ema(model: torch.nn.Module, payload: dict[str, Any]) -> torch.nn.Module:
+    """Load the checkpoint's EMA weights (the weights it was evaluated with) and freeze."""
+    model.load_state_dict(payload["ema"])
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from cds.checkpoints import CheckpointError, load_checkpoint
+from cds.checkpoints import frozen_with_ema, load_finished_checkpoint
 from cds.config import NetworkParams, Params
 from cds.losses import log_variance_loss
 from cds.metrics import log_z_report, paper_sinkhorn
@@ -161,12 +161,7 @@ def train_teacher(
 
 def load_teacher(path: str | Path) -> tuple[Control, dict[str, Any]]:
     """Rebuild the teacher control with its EMA weights (spec pitfall 11) and its config."""
-    payload = load_checkpoint(path, kind=TEACHER_KIND)
-    if payload["step"] != payload["iterations"]:
-        raise CheckpointError(
-            f"teacher checkpoint {str(path)!r} is unfinished "
-            f"({payload['step']}/{payload['iterations']} iterations)"
-        )
+    payload = load_finished_checkpoint(path, TEACHER_KIND)
     config = json.loads(payload["metadata"]["config"])
     params = Params.model_validate(
         {
@@ -182,8 +177,5 @@ def load_teacher(path: str | Path) -> tuple[Control, dict[str, Any]]:
         params.teacher.network,
         params.teacher.clip.value_at(params.teacher.optim.iterations),
     )
-    control.load_state_dict(payload["ema"])
-    control.eval()
-    for p in control.parameters():
-        p.requires_grad_(False)
+    frozen_with_ema(control, payload)
     return control, config

@@ -46,6 +46,41 @@ def _step_sizes(grid: Tensor, step_size: float | None) -> Tensor | None:
     return torch.full((grid.numel() - 1,), float(step_size), dtype=grid.dtype)
 
 
+@dataclass
+class _GridTerms:
+    """Everything on a grid that depends on time only, computed once per simulation."""
+
+    control: Control
+    target: Target | None
+    times: list[float]
+    dts: list[float]
+    sigmas: list[float]
+    embedding: Tensor
+    weight: Tensor
+
+    def control_at(self, k: int, x: Tensor) -> Tensor:
+        """u(x, t_k) with the precomputed conditioning; no ∇log ρ call at t = 0."""
+        t = self.times[k]
+        score = None if t == 0.0 else self.target.score(x)  # type: ignore[union-attr]
+        guidance = self.control.guidance(x, t, score)
+        return self.control.evaluate(x, self.embedding[k : k + 1], self.weight[k], guidance)
+
+
+def _grid_terms(
+    control: Control, target: Target | None, grid: Tensor, step_size: float | None = None
+) -> _GridTerms:
+    embedding, weight = control.time_conditioning(grid[:-1], _step_sizes(grid, step_size))
+    return _GridTerms(
+        control,
+        target,
+        grid.tolist(),
+        (grid[1:] - grid[:-1]).tolist(),
+        control.schedule.sigma(grid[:-1]).tolist(),
+        embedding,
+        weight,
+    )
+
+
 @torch.no_grad()
 def simulate_sde(
     control: Control,
@@ -58,25 +93,21 @@ def simulate_sde(
 ) -> SDEPaths:
     """Simulate n paths of the controlled SDE under no_grad, keeping what the LV loss needs."""
     schedule = control.schedule
-    times = grid.tolist()
-    dts = (grid[1:] - grid[:-1]).tolist()
-    embedding, weight = control.time_conditioning(grid[:-1], _step_sizes(grid, step_size))
-    sigmas = schedule.sigma(grid[:-1]).tolist()
+    terms = _grid_terms(control, target, grid, step_size)
     x = prior.sample(n, generator)
     log_prior = prior.log_prob(x)
-    n_steps = len(dts)
+    n_steps = len(terms.dts)
     states = x.new_empty(n_steps + 1, n, control.dim)
     noises = x.new_empty(n_steps, n, control.dim)
     guidance = x.new_empty(n_steps, n, control.dim)
     states[0] = x
     for k in range(n_steps):
-        t, dt = times[k], dts[k]
+        t, dt, sigma = terms.times[k], terms.dts[k], terms.sigmas[k]
         score = None if t == 0.0 else target.score(x)
         g = control.guidance(x, t, score)
-        u = control.evaluate(x, embedding[k : k + 1], weight[k], g)
+        u = control.evaluate(x, terms.embedding[k : k + 1], terms.weight[k], g)
         xi = torch.randn(x.shape, generator=generator)
-        beta = schedule.beta(t)
-        x = x + (0.5 * beta * x + sigmas[k] * u) * dt + sigmas[k] * math.sqrt(dt) * xi
+        x = x + (0.5 * schedule.beta(t) * x + sigma * u) * dt + sigma * math.sqrt(dt) * xi
         states[k + 1], noises[k], guidance[k] = x, xi, g
     return SDEPaths(states, noises, guidance, log_prior, target.log_prob(x))
 
@@ -127,23 +158,19 @@ def sample_sde(
     is O(batch_size·D) for any n and number of steps.
     """
     schedule = control.schedule
-    times = grid.tolist()
-    dts = (grid[1:] - grid[:-1]).tolist()
-    embedding, weight = control.time_conditioning(grid[:-1], _step_sizes(grid, step_size))
-    sigmas = schedule.sigma(grid[:-1]).tolist()
+    terms = _grid_terms(control, target, grid, step_size)
     drift_div = float(schedule.drift_divergence_increments(grid, control.dim).sum())
     samples, log_weights = [], []
     for start in range(0, n, batch_size):
         m = min(batch_size, n - start)
         x = prior.sample(m, generator)
         rnd = prior.log_prob(x) - drift_div
-        for k, (t, dt) in enumerate(zip(times[:-1], dts, strict=True)):
-            score = None if t == 0.0 else target.score(x)
-            u = control.evaluate(x, embedding[k : k + 1], weight[k], control.guidance(x, t, score))
+        for k, dt in enumerate(terms.dts):
+            t, sigma = terms.times[k], terms.sigmas[k]
+            u = terms.control_at(k, x)
             xi = torch.randn(x.shape, generator=generator)
             rnd = rnd + 0.5 * u.square().sum(1) * dt + math.sqrt(dt) * (u * xi).sum(1)
-            beta = schedule.beta(t)
-            x = x + (0.5 * beta * x + sigmas[k] * u) * dt + sigmas[k] * math.sqrt(dt) * xi
+            x = x + (0.5 * schedule.beta(t) * x + sigma * u) * dt + sigma * math.sqrt(dt) * xi
         samples.append(x)
         log_weights.append(target.log_prob(x) - rnd)
     return WeightedSamples(torch.cat(samples), torch.cat(log_weights))
@@ -166,18 +193,14 @@ def sample_pf_ode(
     `target` may be None only for a one-step grid starting at t = 0 (no score is needed there).
     """
     schedule = control.schedule
-    times = grid.tolist()
-    dts = (grid[1:] - grid[:-1]).tolist()
-    embedding, weight = control.time_conditioning(grid[:-1], _step_sizes(grid, step_size))
-    sigmas = schedule.sigma(grid[:-1]).tolist()
+    terms = _grid_terms(control, target, grid, step_size)
     start_states = prior.sample(n, generator) if x0 is None else x0
     out = []
     for start in range(0, len(start_states), batch_size):
         x = start_states[start : start + batch_size]
-        for k, (t, dt) in enumerate(zip(times[:-1], dts, strict=True)):
-            score = None if t == 0.0 else target.score(x)  # type: ignore[union-attr]
-            u = control.evaluate(x, embedding[k : k + 1], weight[k], control.guidance(x, t, score))
-            x = x + dt * (0.5 * schedule.beta(t) * x + 0.5 * sigmas[k] * u)
+        for k, dt in enumerate(terms.dts):
+            u = terms.control_at(k, x)
+            x = x + dt * (0.5 * schedule.beta(terms.times[k]) * x + 0.5 * terms.sigmas[k] * u)
         out.append(x)
     return torch.cat(out)
 
@@ -196,17 +219,13 @@ def pf_ode_states(
         raise ValueError(f"keep indices {keep} must lie in [0, {grid.numel() - 1}]")
     schedule = control.schedule
     stop = max(keep)
-    times = grid.tolist()
-    embedding, weight = control.time_conditioning(grid[:stop])
-    sigmas = schedule.sigma(grid[:stop]).tolist()
+    terms = _grid_terms(control, target, grid[: stop + 1])
     wanted = set(keep)
     out = {0: x0} if 0 in wanted else {}
     x = x0
-    for k in range(stop):
-        t, dt = times[k], times[k + 1] - times[k]
-        score = None if t == 0.0 else target.score(x)
-        u = control.evaluate(x, embedding[k : k + 1], weight[k], control.guidance(x, t, score))
-        x = x + dt * (0.5 * schedule.beta(t) * x + 0.5 * sigmas[k] * u)
+    for k, dt in enumerate(terms.dts):
+        u = terms.control_at(k, x)
+        x = x + dt * (0.5 * schedule.beta(terms.times[k]) * x + 0.5 * terms.sigmas[k] * u)
         if k + 1 in wanted:
             out[k + 1] = x
     return out

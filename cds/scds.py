@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from cds.checkpoints import CheckpointError, load_checkpoint
+from cds.checkpoints import frozen_with_ema, load_finished_checkpoint
 from cds.config import Params, SCDSParams
 from cds.dis import fingerprint, make_control, make_schedule
 from cds.flows import batch_jacobian, exact_divergence, hutchinson_divergence
@@ -136,12 +136,7 @@ def train_scds(
 
 def load_scds(path: str | Path) -> tuple[Control, dict[str, Any]]:
     """The trained step-conditioned control with its EMA weights, frozen."""
-    payload = load_checkpoint(path, kind=SCDS_KIND)
-    if payload["step"] != payload["iterations"]:
-        raise CheckpointError(
-            f"SCDS checkpoint {str(path)!r} is unfinished "
-            f"({payload['step']}/{payload['iterations']} iterations)"
-        )
+    payload = load_finished_checkpoint(path, SCDS_KIND)
     config = json.loads(payload["metadata"]["config"])
     cfg = SCDSParams.model_validate(config["scds"])
     params = Params.model_validate({"sde": config["sde"]})
@@ -152,10 +147,7 @@ def load_scds(path: str | Path) -> tuple[Control, dict[str, Any]]:
         cfg.clip.value_at(cfg.optim.iterations),
         step_conditioned=True,
     )
-    control.load_state_dict(payload["ema"])
-    control.eval()
-    for p in control.parameters():
-        p.requires_grad_(False)
+    frozen_with_ema(control, payload)
     return control, config
 
 
