@@ -158,7 +158,8 @@ class Params(_Strict):
     """The whole params.yaml."""
 
     seed: int = 0
-    method: Literal["cdds", "scds", "dis"] = "cdds"
+    #: Which sampler the main job trains; only "dis" runs end to end until the pipeline lands.
+    method: Literal["dis", "cdds", "scds"] = "dis"
     target: TargetParams = TargetParams()
     sde: SDEParams = SDEParams()
     teacher: TeacherParams = TeacherParams()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -47,6 +46,7 @@ def run(
     """Train the DIS teacher on the configured target and evaluate it against the noise floor."""
     from cds.checkpoints import CheckpointError
     from cds.config import ParamsError, load_params
+    from cds.targets import InvalidUserTargetError
     from pipelines.teacher_job import run_teacher_job
 
     if params is None and Path("params.yaml").is_file():
@@ -54,13 +54,9 @@ def run(
     try:
         p = load_params(params, set_ or [])
         report = run_teacher_job(p, out, progress=progress)
-    except (ParamsError, CheckpointError, ValueError, FileNotFoundError) as err:
+    except (ParamsError, CheckpointError, InvalidUserTargetError, ValueError, OSError) as err:
         _fail(str(err))
     typer.echo(json.dumps(report, indent=2))
     typer.echo(
         f"\nmetrics: {out / 'eval' / 'metrics.json'}\nplot:    {out / 'eval' / 'samples.png'}"
     )
-
-
-def main() -> None:  # pragma: no cover - console entry point
-    sys.exit(app())

@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from cds.config import Params
+from cds.config import Params, ParamsError
 from cds.dis import load_teacher, train_teacher
 from cds.metrics import compare_to_exact, log_z_report
 from cds.samplers import sample_sde
@@ -24,6 +24,11 @@ from pipelines.plots import plot_samples
 
 def run_teacher_job(params: Params, out: Path, progress: bool = True) -> dict[str, Any]:
     """Train (resuming if possible) and evaluate the teacher; returns the metrics written."""
+    if params.method != "dis":
+        raise ParamsError(
+            f"method = {params.method!r}: `cds run` trains the DIS teacher only for now; "
+            "train CDDS/SCDS with cds.cdds.train_student / cds.scds.train_scds"
+        )
     target = get_target(params.target.name, **params.target.options)
     checkpoint = out / "teacher" / "teacher.pt"
     start = time.perf_counter()
