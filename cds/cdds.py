@@ -12,7 +12,7 @@ from __future__ import annotations
 import copy
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -103,7 +103,6 @@ class ConsistencyObjective:
     bank: FragmentBank | None = None
     ema_target: ConsistencyStudent | None = None
     refresh_seed: int = 0
-    refreshes: int = field(default=0)
 
     def _pairs(self, generator: torch.Generator) -> tuple[Tensor, Tensor, Tensor]:
         """(x_lo, x_hi, j) rows for one iteration, following `pair_sampling`:
@@ -140,7 +139,6 @@ class ConsistencyObjective:
             self.bank = generate_fragments(
                 self.teacher, self.target, self.prior, self.fine_grid, self.coarse, p.bank_size, gen
             )
-            self.refreshes += 1
 
     def __call__(self, iteration: int, generator: torch.Generator) -> tuple[Tensor, dict]:
         self._maybe_refresh(iteration)
