@@ -15,6 +15,8 @@ it per sample, and a training step computes it for the whole grid in one call.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import Tensor, nn
 
@@ -200,7 +202,9 @@ class Control(nn.Module):
         c = self.clip_net
         return torch.clamp(self.net.body(x, embedding), -c, c) + score_weight * guidance
 
-    def per_sample(self, x: Tensor, t: Tensor, score_fn, d: Tensor | None = None) -> Tensor:
+    def per_sample(
+        self, x: Tensor, t: Tensor, score_fn: Callable[[Tensor], Tensor], d: Tensor | None = None
+    ) -> Tensor:
         """u_θ(x_b, t_b[, d_b]) with a time (and step) per sample; `score_fn` is ∇log ρ, called
         only when some t_b > 0 (the score's weight is 0 at t = 0)."""
         embedding, weight = self.time_conditioning(t, d)

@@ -14,6 +14,7 @@ Euler step of the PF ODE:  x_{k+1} = x_k + Δt_k·[½β(t_k)·x_k + ½σ(t_k)·u
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -254,7 +255,7 @@ def consistency_times_to_go(n_steps: int, coarse: list[int], n_fine: int, T: flo
 @torch.no_grad()
 def sample_consistency(
     student: torch.nn.Module,
-    schedule_alpha,
+    schedule_alpha: Callable[[float], float],
     taus: list[float],
     n: int,
     dim: int,
