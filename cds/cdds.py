@@ -27,7 +27,7 @@ from cds.checkpoints import (
     save_checkpoint,
 )
 from cds.config import CDDSParams, Params
-from cds.dis import fingerprint, make_schedule
+from cds.dis import fingerprint, make_schedule, run_config
 from cds.flows import log_abs_det_jacobian
 from cds.losses import consistency_loss
 from cds.metrics import log_z_report
@@ -220,13 +220,7 @@ def train_student(
         ema_target=copy.deepcopy(student) if cfg.target_network == "ema" else None,
         refresh_seed=params.seed + 104729,
     )
-    config = {
-        "seed": params.seed,
-        "target": params.target.model_dump(),
-        "sde": params.sde.model_dump(),
-        "cdds": cfg.model_dump(),
-        "teacher": teacher_hash,
-    }
+    config = run_config(params, cdds=cfg.model_dump(), teacher=teacher_hash)
 
     def evaluation(model: torch.nn.Module, iteration: int) -> dict[str, Any]:
         return one_step_weights_report(

@@ -37,6 +37,19 @@ def fingerprint(payload: dict[str, Any]) -> str:
     return hashlib.sha256(blob).hexdigest()[:16]
 
 
+def run_config(params: Params, **sections: Any) -> dict[str, Any]:
+    """What a training run depends on: seed, target and SDE, plus the method's own sections.
+
+    Its fingerprint decides whether a checkpoint may be resumed; it is stored in the checkpoint
+    so that the model can be rebuilt."""
+    return {
+        "seed": params.seed,
+        "target": params.target.model_dump(),
+        "sde": params.sde.model_dump(),
+        **sections,
+    }
+
+
 def make_schedule(params: Params) -> VPSchedule:
     return VPSchedule(params.sde.beta_min, params.sde.beta_max, params.sde.T)
 
@@ -123,12 +136,7 @@ def train_teacher(
     prior = StandardNormalPrior(target.dim, params.sde.prior_truncation)
     grid = uniform_grid(teacher.n_steps, schedule.T)
     objective = LogVarianceObjective(control, target, prior, grid, teacher.optim.batch_size)
-    config = {
-        "seed": params.seed,
-        "target": params.target.model_dump(),
-        "sde": params.sde.model_dump(),
-        "teacher": teacher.model_dump(),
-    }
+    config = run_config(params, teacher=teacher.model_dump())
     reference = None
     if target.has_exact_samples:
         reference = target.sample(

@@ -19,7 +19,7 @@ from torch import Tensor
 
 from cds.checkpoints import frozen_with_ema, load_finished_checkpoint
 from cds.config import Params, SCDSParams
-from cds.dis import fingerprint, make_control, make_schedule
+from cds.dis import fingerprint, make_control, make_schedule, run_config
 from cds.flows import batch_jacobian, exact_divergence, hutchinson_divergence
 from cds.losses import log_variance_loss
 from cds.networks import Control
@@ -111,12 +111,7 @@ def train_scds(
     prior = StandardNormalPrior(target.dim, params.sde.prior_truncation)
     grid = uniform_grid(cfg.n_steps, schedule.T)
     objective = SelfConsistencyObjective(control, target, prior, grid, cfg)
-    config = {
-        "seed": params.seed,
-        "target": params.target.model_dump(),
-        "sde": params.sde.model_dump(),
-        "scds": cfg.model_dump(),
-    }
+    config = run_config(params, scds=cfg.model_dump())
     trainer = Trainer(
         control,
         objective,
