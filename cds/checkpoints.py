@@ -47,8 +47,11 @@ def load_checkpoint(path: str | Path, kind: str | None = None) -> dict[str, Any]
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
+        # torch's own message suggests weights_only=False, which must not be followed for
+        # files of unknown origin; report the failure kind and what to do instead.
         raise CheckpointError(
-            f"checkpoint {str(path)!r} is corrupt or unreadable: {type(err).__name__}: {err}"
+            f"checkpoint {str(path)!r} is corrupt or unreadable ({type(err).__name__}); "
+            "delete it to train from scratch"
         ) from None
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{str(path)!r} is not a cds checkpoint")
