@@ -94,9 +94,8 @@ def main(targets: list[str]) -> None:
                 alpha = make_schedule(params).alpha
                 for k in (2, 4, 8):
                     taus = consistency_times_to_go(k, coarse, params.cdds.n_fine, 1.0)
-                    xk = sample_consistency(
-                        student, alpha, taus, 6000, target.dim, torch.Generator().manual_seed(9)
-                    )
+                    gen = torch.Generator().manual_seed(9)
+                    xk = sample_consistency(student, alpha, taus, prior.sample(6000, gen), gen)
                     row[f"K{k}_6000"] = paper_sinkhorn(xk, refs[6000]).value
                 weights = one_step_weights_report(student, target, prior, 6000, 10)
                 row.update({f"w_{k}": v for k, v in weights.items()})

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import torch
 
@@ -21,22 +22,28 @@ class CheckpointError(RuntimeError):
     """A checkpoint is missing, corrupt, or of the wrong kind."""
 
 
-def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> Path:
-    """Atomically write `payload` (plus a format marker) to `path`."""
+def atomic_write(path: str | Path, write: Callable[[IO[bytes]], None]) -> Path:
+    """Call `write(fh)` on a temporary file beside `path`, fsync it, make it world-readable and
+    rename it over `path`: readers see the old file or the new one, never a partial one."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
-            torch.save({"format": CHECKPOINT_FORMAT, **payload}, fh)
+            write(fh)
             fh.flush()
             os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; checkpoints are shared artifacts
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600; outputs are shared artifacts
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> Path:
+    """Atomically write `payload` (plus a format marker) to `path`."""
+    return atomic_write(path, lambda fh: torch.save({"format": CHECKPOINT_FORMAT, **payload}, fh))
 
 
 def load_checkpoint(path: str | Path, kind: str | None = None) -> dict[str, Any]:

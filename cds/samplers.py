@@ -257,16 +257,15 @@ def sample_consistency(
     student: torch.nn.Module,
     schedule_alpha: Callable[[float], float],
     taus: list[float],
-    n: int,
-    dim: int,
+    x0: Tensor,
     generator: torch.Generator | None = None,
 ) -> Tensor:
-    """K-step consistency sampling: x ← f(x_0, τ_1); then for i ≥ 2 re-noise with the VP
-    noising marginal, x̃ = α(τ_i)·x + √(1 − α(τ_i)²)·z, and set x ← f(x̃, τ_i). K = len(taus)
-    network evaluations per sample; the first step needs no ∇log ρ and neither do the others."""
-    x = student(torch.randn(n, dim, generator=generator), taus[0])
+    """K-step consistency sampling from prior states x0: x ← f(x0, τ_1); then for i ≥ 2 re-noise
+    with the VP noising marginal, x̃ = α(τ_i)·x + √(1 − α(τ_i)²)·z, and set x ← f(x̃, τ_i).
+    K = len(taus) network evaluations per sample, none of which needs ∇log ρ."""
+    x = student(x0, taus[0])
     for tau in taus[1:]:
         a = schedule_alpha(tau)
-        z = torch.randn(n, dim, generator=generator)
+        z = torch.randn(x.shape, generator=generator)
         x = student(a * x + math.sqrt(1.0 - a * a) * z, tau)
     return x

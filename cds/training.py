@@ -29,7 +29,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from cds.checkpoints import load_checkpoint, save_checkpoint
+from cds.checkpoints import atomic_write, load_checkpoint, save_checkpoint
 from cds.config import ClipParams, OptimParams
 
 log = logging.getLogger(__name__)
@@ -151,10 +151,11 @@ class Trainer:
         """Resume from the checkpoint file if it exists and matches this configuration."""
         if not self.checkpoint_path.exists():
             return False
-        payload = load_checkpoint(self.checkpoint_path, kind=self.kind)
-        if payload.get("fingerprint") != self.fingerprint:
+        payload = load_checkpoint(self.checkpoint_path)
+        if payload.get("kind") != self.kind or payload.get("fingerprint") != self.fingerprint:
             log.warning(
-                "checkpoint %s was written for other parameters; starting from scratch",
+                "checkpoint %s was written for another model or other parameters; "
+                "starting from scratch",
                 self.checkpoint_path,
             )
             return False
@@ -214,10 +215,14 @@ class Trainer:
         self.ema_model.eval()
         record = {"iteration": iteration, **self.evaluation(self.ema_model, iteration)}
         self.evaluations.append(record)
+        self._write_log()
+
+    def _write_log(self) -> None:
+        """The evaluations so far as JSON lines, rewritten whole (they live in the checkpoint
+        too), so a resumed run never repeats or loses a line."""
         if self.log_path is not None:
-            self.log_path.parent.mkdir(parents=True, exist_ok=True)
-            with self.log_path.open("a") as fh:
-                fh.write(json.dumps(record) + "\n")
+            lines = "".join(json.dumps(r) + "\n" for r in self.evaluations)
+            atomic_write(self.log_path, lambda fh: fh.write(lines.encode()))
 
     def run(self, stop_after: int | None = None) -> TrainingResult:
         """Train to the end (or stop after `stop_after` iterations, for tests of resume)."""
@@ -250,6 +255,7 @@ class Trainer:
             if self.step % self.optim.checkpoint_every == 0 or done or self.step == stop:
                 self.save()
         bar.close()
+        self._write_log()
         self._ema_state()
         return TrainingResult(
             ema_model=self.ema_model,

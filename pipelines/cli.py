@@ -1,10 +1,13 @@
-"""The `cds` command line (typer)."""
+"""The `cds` command line (typer): run the pipeline, run one stage, sample a registered model,
+serve scheduled retraining, list targets."""
 
 from __future__ import annotations
 
 import json
+import os
+import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -14,10 +17,40 @@ app = typer.Typer(
     help="One-step samplers for unnormalized densities: DIS teacher, CDDS and SCDS.",
 )
 
+#: Quiet, offline defaults for Prefect, DVC and MLflow (explicit settings win).
+QUIET_ENV = {
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "DO_NOT_TRACK": "true",
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+    "DVC_NO_ANALYTICS": "1",
+    "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+}
+#: Exit statuses: bad input (nothing was computed) and transient failures (worth a retry).
+EXIT_BAD_INPUT = 2
+EXIT_TRANSIENT = 75
 
-def _fail(message: str) -> None:
+ProjectOption = Annotated[
+    Path, typer.Option(help="project directory (holds params.yaml and dvc.yaml)")
+]
+
+
+def _fail(message: str, code: int = EXIT_BAD_INPUT) -> None:
     typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
-    raise typer.Exit(code=2)
+    raise typer.Exit(code=code)
+
+
+def _input_errors() -> tuple[type[Exception], ...]:
+    from cds.checkpoints import CheckpointError
+    from cds.config import ParamsError
+    from cds.targets import InvalidUserTargetError
+    from pipelines.stages import StageInputError
+
+    return (ParamsError, StageInputError, CheckpointError, InvalidUserTargetError, ValueError)
+
+
+def _quiet() -> None:
+    for key, value in QUIET_ENV.items():
+        os.environ.setdefault(key, value)
 
 
 @app.command()
@@ -32,31 +65,172 @@ def targets() -> None:
         typer.echo(f"{name:<15}{t.dim:>6}  {'yes' if t.has_exact_samples else 'no':<14}{log_z}")
 
 
+def _write_params(project: Path, params_file: Path | None, overrides: list[str]) -> None:
+    """Validate `params_file` (default: the project's) with `overrides`, and make the result
+    the project's params.yaml (the one file every stage reads, as `dvc exp run --set-param`
+    does)."""
+    from cds.config import load_params
+    from pipelines.params_file import write_complete_params
+
+    params = load_params(params_file or project / "params.yaml", overrides)
+    if write_complete_params(project / "params.yaml", params):
+        typer.echo(f"params: wrote {project / 'params.yaml'} (git diff shows the change)", err=True)
+
+
 @app.command()
 def run(
+    project: ProjectOption = Path("."),
     params: Annotated[
-        Path | None, typer.Option(help="params YAML (default: params.yaml if present)")
+        Path | None, typer.Option(help="params YAML to use instead of the project's")
     ] = None,
     set_: Annotated[
         list[str] | None, typer.Option("--set", help="override, e.g. teacher.n_steps=64")
     ] = None,
-    out: Annotated[Path, typer.Option(help="output directory")] = Path("data"),
+) -> None:
+    """Run the `retrain` flow: every stage through DVC, then MLflow logging and registration."""
+    project = project.resolve()
+    if not (project / "dvc.yaml").is_file():
+        _fail(f"{project} has no dvc.yaml: run from the cds project directory or pass --project")
+    try:
+        _write_params(project, params, set_ or [])
+    except _input_errors() as err:
+        _fail(str(err))
+    _quiet()
+    from pipelines.dvc import StageFailed
+    from pipelines.flows import retrain
+
+    try:
+        summary = retrain(str(project))
+    except StageFailed as err:
+        _fail(f"stage {err.stage!r} failed (exit status {err.returncode}); see its output above",
+              code=1)
+    _print_summary(project, summary)
+
+
+def _print_summary(project: Path, summary: dict[str, Any]) -> None:
+    typer.echo(json.dumps(summary, indent=2))
+    typer.echo(
+        f"\nstages:    {', '.join(f'{k} {v}' for k, v in summary['stages'].items())}"
+        f"\nmetrics:   {project / 'data/eval/metrics.json'}   (dvc metrics show)"
+        f"\nplots:     {project / 'data/eval/plots'}"
+        f"\nregistry:  {summary['tracking_uri']}"
+        f"\nmodel:     models:/{summary['model']}/{summary['version']} "
+        f"(gate {summary['gate']}: {summary['gate_reason']})"
+        f"\nchampion:  models:/{summary['model']}@champion = version {summary['champion']}"
+        f"\nsample:    cds sample --model models:/{summary['model']}@champion -n 1000 --seed 0 "
+        "--out samples.npy"
+    )
+
+
+@app.command()
+def stage(
+    name: Annotated[str, typer.Argument(help="target | teacher | fragments | student | evaluate"
+                                        " | register")],
+    project: ProjectOption = Path("."),
     progress: Annotated[bool, typer.Option(help="show progress bars")] = True,
 ) -> None:
-    """Train the DIS teacher on the configured target and evaluate it against the noise floor."""
-    from cds.checkpoints import CheckpointError
-    from cds.config import ParamsError, load_params
-    from cds.targets import InvalidUserTargetError
-    from pipelines.teacher_job import run_teacher_job
+    """Run one stage on the project's params.yaml (what dvc.yaml calls)."""
+    from pipelines.layout import STAGES, Layout
 
-    if params is None and Path("params.yaml").is_file():
-        params = Path("params.yaml")
+    if name not in (*STAGES, "register"):
+        _fail(f"stage = {name!r}: unknown; valid: {', '.join((*STAGES, 'register'))}")
+    _quiet()
+    from cds.config import load_params
+    from pipelines.evaluation import run_evaluate
+    from pipelines.stages import run_fragments, run_student, run_target, run_teacher
+
+    layout = Layout(project.resolve())
+    runners = {
+        "target": run_target,
+        "teacher": run_teacher,
+        "fragments": run_fragments,
+        "student": run_student,
+        "evaluate": run_evaluate,
+    }
     try:
-        p = load_params(params, set_ or [])
-        report = run_teacher_job(p, out, progress=progress)
-    except (ParamsError, CheckpointError, InvalidUserTargetError, ValueError, OSError) as err:
+        params = load_params(layout.params)
+        if name == "register":
+            from pipelines.publish import publish
+
+            result = publish(params, layout, statuses={})
+        else:
+            result = runners[name](params, layout, progress)
+    except _input_errors() as err:
         _fail(str(err))
-    typer.echo(json.dumps(report, indent=2))
-    typer.echo(
-        f"\nmetrics: {out / 'eval' / 'metrics.json'}\nplot:    {out / 'eval' / 'samples.png'}"
-    )
+    except Exception as err:
+        if "database is locked" in str(err):
+            _fail(str(err), code=EXIT_TRANSIENT)
+        raise
+    typer.echo(json.dumps(result, indent=2, default=str))
+
+
+def _find_tracking_uri(start: Path) -> str | None:
+    """MLFLOW_TRACKING_URI, else the mlflow.db of the nearest enclosing cds project, else the
+    one beside the installed cds source tree (editable installs)."""
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        return os.environ["MLFLOW_TRACKING_URI"]
+    import cds
+    from pipelines.tracking import project_store
+
+    for directory in (start, *start.parents, Path(cds.__file__).resolve().parents[1]):
+        if (directory / "dvc.yaml").is_file() and (directory / "mlflow.db").is_file():
+            return project_store(directory)
+    return None
+
+
+@app.command()
+def sample(
+    model: Annotated[str, typer.Option(help="model URI, e.g. models:/cds-gmm9@champion")],
+    n: Annotated[int, typer.Option("-n", min=1, help="number of samples")],
+    out: Annotated[Path, typer.Option(help="output .npy file")],
+    seed: Annotated[int, typer.Option(help="random seed (same seed, same samples)")] = 0,
+) -> None:
+    """Draw samples from a registered sampler (works from any directory)."""
+    import mlflow
+    import numpy as np
+    import torch
+
+    from cds.serving import load_sampler
+    from pipelines.io import save_npy_atomic
+
+    _quiet()
+    uri = _find_tracking_uri(Path.cwd().resolve())
+    if uri is None:
+        _fail("no MLflow registry found: set MLFLOW_TRACKING_URI or run inside a cds project")
+    mlflow.set_tracking_uri(uri)
+    try:
+        sampler = load_sampler(model)
+    except (mlflow.exceptions.MlflowException, *_input_errors()) as err:
+        _fail(f"cannot load {model!r} from {uri}: {err}")
+    x = sampler.sample(n, torch.Generator().manual_seed(seed))
+    save_npy_atomic(out, x.numpy().astype(np.float32))
+    typer.echo(f"{n} samples of {model} ({sampler.method}, NFE {sampler.nfe}) → {out}",
+               err=True)
+
+
+@app.command()
+def serve(
+    cron: Annotated[str, typer.Option(help='cron schedule, e.g. "0 3 * * *"')],
+    project: ProjectOption = Path("."),
+    name: Annotated[str, typer.Option(help="deployment name")] = "scheduled",
+) -> None:
+    """Serve the `retrain` deployment on a schedule against a running `prefect server start`
+    (PREFECT_API_URL must point at it); blocks until interrupted."""
+    if not os.environ.get("PREFECT_API_URL"):
+        _fail(
+            "schedules need a running Prefect server: start `prefect server start` and set "
+            "PREFECT_API_URL=http://127.0.0.1:4200/api"
+        )
+    project = project.resolve()
+    if not (project / "dvc.yaml").is_file():
+        _fail(f"{project} has no dvc.yaml: pass --project")
+    _quiet()
+    from pipelines.flows import retrain
+
+    typer.echo(f"serving retrain/{name} on {cron!r} for {project}", err=True)
+    sys.stdout.flush()
+    retrain.serve(name=name, cron=cron, parameters={"project": str(project)})
+
+
+if __name__ == "__main__":
+    app()

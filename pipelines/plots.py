@@ -1,9 +1,7 @@
-"""PNG plots of model samples against exact reference samples."""
+"""PNG plots: model samples against exact reference samples, and the quality-vs-NFE curve."""
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import matplotlib
@@ -11,6 +9,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 from torch import Tensor
+
+from pipelines.io import save_png_atomic
 
 
 def plot_samples(
@@ -22,8 +22,6 @@ def plot_samples(
     max_points: int = 6000,
 ) -> Path:
     """Scatter of the first two coordinates, model beside reference; written atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     panels = [("model", samples)] + (
         [("exact reference", reference)] if reference is not None else []
     )
@@ -37,13 +35,32 @@ def plot_samples(
         ax.set_title(name)
     fig.suptitle(title)
     fig.tight_layout()
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".png", dir=path.parent)
-    os.close(fd)
     try:
-        fig.savefig(tmp, dpi=100)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
+        return save_png_atomic(path, fig)
     finally:
         plt.close(fig)
-        Path(tmp).unlink(missing_ok=True)
-    return path
+
+
+def plot_budget_curve(
+    path: str | Path,
+    rows: list[dict[str, float]],
+    floor: float,
+    teacher: float | None,
+    title: str,
+) -> Path:
+    """Paper Sinkhorn against NFE (log2 axis), with the noise floor and the teacher's value."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot([r["nfe"] for r in rows], [r["sinkhorn"] for r in rows], "o-", label="student")
+    ax.axhline(floor, color="grey", ls="--", label="noise floor")
+    if teacher is not None:
+        ax.axhline(teacher, color="tab:green", ls=":", label="teacher (128 SDE steps)")
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("network evaluations per sample (NFE)")
+    ax.set_ylabel("paper Sinkhorn")
+    ax.set_title(title)
+    ax.legend()
+    fig.tight_layout()
+    try:
+        return save_png_atomic(path, fig)
+    finally:
+        plt.close(fig)

@@ -1,11 +1,109 @@
-"""Shared fixtures: seeded generators and a fast default for torch threads."""
+"""Shared fixtures: seeded generators, quiet offline settings for Prefect, DVC and MLflow, and
+tiny-budget pipeline projects (real git + DVC repositories in temporary directories)."""
 
 from __future__ import annotations
 
+import os
+import tempfile
+from pathlib import Path
+
 import pytest
 import torch
+
+# Before Prefect or MLflow are imported anywhere: private Prefect home, no telemetry.
+_HOME = tempfile.mkdtemp(prefix="cds-tests-")
+os.environ.setdefault("PREFECT_HOME", str(Path(_HOME) / "prefect"))
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+os.environ.setdefault("DO_NOT_TRACK", "true")
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+os.environ.setdefault("DVC_NO_ANALYTICS", "1")
+os.environ.setdefault("DVC_SITE_CACHE_DIR", str(Path(_HOME) / "dvc-site"))
+
+ROOT = Path(__file__).resolve().parents[1]
+
+#: A pipeline small enough to run end to end in seconds (quality is not the point).
+TINY = [
+    "teacher.n_steps=16",
+    "teacher.network.width=16",
+    "teacher.optim.iterations=40",
+    "teacher.optim.batch_size=64",
+    "teacher.optim.ema_window=10",
+    "teacher.optim.checkpoint_every=20",
+    "teacher.eval_every=1000",
+    "cdds.n_fine=16",
+    "cdds.n_coarse=5",
+    "cdds.network.width=16",
+    "cdds.bank_size=512",
+    "cdds.optim.iterations=40",
+    "cdds.optim.batch_size=64",
+    "cdds.optim.ema_window=10",
+    "cdds.optim.checkpoint_every=20",
+    "cdds.eval_every=1000",
+    "scds.n_steps=4",
+    "scds.network.width=16",
+    "scds.optim.iterations=30",
+    "scds.optim.batch_size=64",
+    "scds.optim.ema_window=10",
+    "evaluation.n_samples=300",
+    "evaluation.floor_repeats=1",
+]
 
 
 @pytest.fixture
 def gen() -> torch.Generator:
     return torch.Generator().manual_seed(1234)
+
+
+def make_project(dest: Path, *overrides: str) -> Path:
+    """A committed git + DVC working copy of this project with the tiny params."""
+    from cds.config import load_params
+    from pipelines.workspace import create_workspace
+
+    return create_workspace(ROOT, dest, load_params(None, [*TINY, *overrides]))
+
+
+@pytest.fixture
+def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fresh tiny project whose MLflow store is its own mlflow.db."""
+    root = make_project(tmp_path / "project")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
+    return root
+
+
+@pytest.fixture(scope="session")
+def prefect_api() -> str:
+    """Prefect's test harness (a real, temporary API server), once per test session; returns
+    its API URL."""
+    from prefect.settings import PREFECT_API_URL
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=60):
+        yield PREFECT_API_URL.value()
+
+
+@pytest.fixture(scope="session")
+def trained_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny project whose stages were run once, in-process (reference for copies)."""
+    from cds.config import load_params
+    from pipelines.evaluation import run_evaluate
+    from pipelines.layout import Layout
+    from pipelines.stages import run_fragments, run_student, run_target, run_teacher
+
+    root = make_project(tmp_path_factory.mktemp("trained") / "project")
+    layout = Layout(root)
+    params = load_params(layout.params)
+    for stage in (run_target, run_teacher, run_fragments, run_student, run_evaluate):
+        stage(params, layout, progress=False)
+    return root
+
+
+@pytest.fixture
+def trained_copy(trained_project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A private copy of the trained project, with its own MLflow store."""
+    import shutil
+
+    root = Path(shutil.copytree(trained_project, tmp_path / "project", symlinks=True))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
+    return root

@@ -1,6 +1,6 @@
 """Targets: unnormalized densities with scores, exact samplers and known log Z where available."""
 
-from cds.targets.base import NoExactSamplesError, Target, TargetInputError
+from cds.targets.base import NoExactSamplesError, Target, TargetInputError, check_density
 from cds.targets.prior import StandardNormalPrior
 from cds.targets.registry import (
     TARGETS,
@@ -19,6 +19,7 @@ __all__ = [
     "Target",
     "TargetInputError",
     "UnknownTargetError",
+    "check_density",
     "get_target",
     "load_user_target",
     "target_names",

@@ -110,3 +110,22 @@ class Target(ABC):
             "exact_samples": self.has_exact_samples,
             "box": list(self.box),
         }
+
+
+def check_density(target: Target, x: Tensor) -> None:
+    """Refuse a target whose log ρ or ∇log ρ is NaN or +∞ at `x` (typically prior samples), or
+    whose log ρ is −∞ everywhere there: no sampler can be trained on it."""
+    log_rho = target.log_prob(x)
+    bad = torch.isnan(log_rho) | (log_rho == torch.inf)
+    if bool(bad.any()):
+        raise TargetInputError(
+            f"target {target.name!r}: log density is {log_rho[bad][0].item()} at "
+            f"{int(bad.sum())} of {len(x)} prior samples"
+        )
+    if not bool(torch.isfinite(log_rho).any()):
+        raise TargetInputError(
+            f"target {target.name!r}: log density is -inf at all {len(x)} prior samples"
+        )
+    score = target.score(x[torch.isfinite(log_rho)])
+    if not bool(torch.isfinite(score).all()):
+        raise TargetInputError(f"target {target.name!r}: the score ∇log ρ is not finite")

@@ -1,0 +1,42 @@
+"""The registered sampler as an MLflow pyfunc, logged as models-from-code.
+
+MLflow executes this file when the model is loaded; the trained checkpoint travels as the
+artifact `sampler` and the `cds` package as the model's code path, so a consumer needs only the
+model's pip requirements. `predict` takes a DataFrame with integer columns `n` and `seed` and
+returns, for each row, `n` samples as columns `x0 … x{dim-1}`; the same seed gives the same
+samples.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import mlflow
+import pandas as pd
+import torch
+
+from cds.serving import sampler_from_checkpoint
+
+
+class SamplerModel(mlflow.pyfunc.PythonModel):
+    def load_context(self, context: mlflow.pyfunc.PythonModelContext) -> None:
+        self.sampler = sampler_from_checkpoint(context.artifacts["sampler"])
+
+    def predict(
+        self,
+        context: mlflow.pyfunc.PythonModelContext,
+        model_input: pd.DataFrame,
+        params: dict[str, Any] | None = None,
+    ) -> pd.DataFrame:
+        missing = {"n", "seed"} - set(model_input.columns)
+        if missing:
+            raise ValueError(f"input needs columns 'n' and 'seed'; missing {sorted(missing)}")
+        columns = [f"x{i}" for i in range(self.sampler.dim)]
+        frames = []
+        for n, seed in zip(model_input["n"], model_input["seed"], strict=True):
+            x = self.sampler.sample(int(n), torch.Generator().manual_seed(int(seed)))
+            frames.append(pd.DataFrame(x.numpy(), columns=columns))
+        return pd.concat(frames, ignore_index=True)
+
+
+mlflow.models.set_model(SamplerModel())

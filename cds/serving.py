@@ -1,0 +1,194 @@
+"""Trained samplers as self-contained torch modules with `.sample(n, generator)`.
+
+`sampler_from_checkpoint` rebuilds the sampler a training run produced (CDDS: one consistency
+step, spec §4; SCDS: K shortcut ODE steps, spec §5; DIS: the N-step SDE, spec §3) together with
+its target, from the checkpoint alone. `load_sampler` does the same for a model in the MLflow
+registry (`models:/cds-gmm9@champion`), a run artifact, or a local checkpoint path.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from cds.checkpoints import CheckpointError, load_checkpoint
+from cds.networks import ConsistencyStudent, Control
+from cds.samplers import (
+    coarse_indices,
+    consistency_times_to_go,
+    sample_consistency,
+    sample_pf_ode,
+    sample_sde,
+)
+from cds.sde import VPSchedule, is_power_of_two, uniform_grid
+from cds.targets import StandardNormalPrior, get_target
+from cds.targets.base import Target
+
+#: File name of the checkpoint inside a logged MLflow model's artifacts.
+CHECKPOINT_ARTIFACT = "sampler.pt"
+
+
+class Sampler(nn.Module):
+    """A trained sampler: `sample(n, generator)` → (n, dim) float32 samples using `nfe` network
+    evaluations per sample."""
+
+    method: str
+    dim: int
+    nfe: int
+
+    def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        raise NotImplementedError
+
+
+def _check_n(n: int) -> None:
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"n must be a positive integer, got {n!r}")
+
+
+class ConsistencySampler(Sampler):
+    """CDDS: x = f_θ(x₀, T) with x₀ from the prior, one network evaluation; with K > 1 steps,
+    the multistep consistency sampler on the times to go `taus` (spec §4)."""
+
+    method = "cdds"
+
+    def __init__(
+        self,
+        student: ConsistencyStudent,
+        prior: StandardNormalPrior,
+        alpha: Callable[[float], float],
+        taus: list[float],
+    ):
+        super().__init__()
+        self.student = student
+        self.prior = prior
+        self.alpha = alpha
+        self.taus = taus
+        self.dim = student.dim
+        self.nfe = len(taus)
+
+    def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        _check_n(n)
+        x0 = self.prior.sample(n, generator)
+        return sample_consistency(self.student, self.alpha, self.taus, x0, generator)
+
+
+class ShortcutSampler(Sampler):
+    """SCDS: K Euler steps of the step-conditioned PF ODE with step size d = T/K (spec §5)."""
+
+    method = "scds"
+
+    def __init__(
+        self,
+        control: Control,
+        target: Target,
+        prior: StandardNormalPrior,
+        n_steps: int,
+    ):
+        super().__init__()
+        if not is_power_of_two(n_steps):
+            raise ValueError(f"n_steps must be a power of two, got {n_steps}")
+        self.control = control
+        self.target = target
+        self.prior = prior
+        self.dim = target.dim
+        self.nfe = n_steps
+        self.grid = uniform_grid(n_steps, control.schedule.T)
+
+    def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        _check_n(n)
+        step = self.control.schedule.T / self.nfe
+        x = sample_pf_ode(
+            self.control, self.target, self.prior, self.grid, n, generator, step_size=step
+        )
+        return x.detach()
+
+
+class DiffusionSampler(Sampler):
+    """DIS: the N-step Euler–Maruyama SDE sampler (spec §3); the 128-step baseline."""
+
+    method = "dis"
+
+    def __init__(
+        self, control: Control, target: Target, prior: StandardNormalPrior, n_steps: int
+    ):
+        super().__init__()
+        self.control = control
+        self.target = target
+        self.prior = prior
+        self.dim = target.dim
+        self.nfe = n_steps
+        self.grid = uniform_grid(n_steps, control.schedule.T)
+
+    def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        _check_n(n)
+        return sample_sde(self.control, self.target, self.prior, self.grid, n, generator).samples
+
+
+def sampler_from_checkpoint(path: str | Path, n_steps: int | None = None) -> Sampler:
+    """The sampler stored in a finished training checkpoint (teacher, CDDS or SCDS).
+
+    `n_steps` picks the CDDS or SCDS budget (default 1) or the DIS step count (default: the
+    trained one)."""
+    from cds.cdds import STUDENT_KIND, load_student
+    from cds.dis import TEACHER_KIND, load_teacher
+    from cds.scds import SCDS_KIND, load_scds
+
+    kind = load_checkpoint(path).get("kind")
+    if kind == STUDENT_KIND:
+        student, config = load_student(path)
+        n_fine, n_coarse = int(config["cdds"]["n_fine"]), int(config["cdds"]["n_coarse"])
+        coarse = coarse_indices(n_fine, n_coarse)
+        taus = consistency_times_to_go(n_steps or 1, coarse, n_fine, student.T)
+        return ConsistencySampler(
+            student, _prior(config, student.dim), _schedule(config).alpha, taus
+        )
+    if kind == SCDS_KIND:
+        control, config = load_scds(path)
+        trained = int(config["scds"]["n_steps"])
+        if n_steps is not None and n_steps > trained:
+            raise ValueError(f"n_steps = {n_steps}: this SCDS was trained for at most {trained}")
+        target = _target(config)
+        return ShortcutSampler(control, target, _prior(config, target.dim), n_steps or 1)
+    if kind == TEACHER_KIND:
+        control, config = load_teacher(path)
+        target = _target(config)
+        steps = n_steps or int(config["teacher"]["n_steps"])
+        return DiffusionSampler(control, target, _prior(config, target.dim), steps)
+    raise CheckpointError(f"{path}: kind {kind!r} is not a sampler (expected dis, cdds or scds)")
+
+
+def _target(config: dict) -> Target:
+    return get_target(config["target"]["name"], **config["target"]["options"])
+
+
+def _schedule(config: dict) -> VPSchedule:
+    sde = config["sde"]
+    return VPSchedule(sde["beta_min"], sde["beta_max"], sde["T"])
+
+
+def _prior(config: dict, dim: int) -> StandardNormalPrior:
+    return StandardNormalPrior(dim, config["sde"]["prior_truncation"])
+
+
+def load_sampler(uri: str | Path, n_steps: int | None = None) -> Sampler:
+    """A registered sampler as a torch module: `load_sampler("models:/cds-gmm9@champion")`.
+
+    `uri` is any MLflow model URI (`models:/NAME@ALIAS`, `models:/NAME/VERSION`, `runs:/…`)
+    resolved against the current tracking/registry URI, or a local checkpoint path."""
+    local = Path(uri)
+    if not str(uri).partition(":/")[1] and local.exists():
+        return sampler_from_checkpoint(local, n_steps)
+    import mlflow
+
+    with tempfile.TemporaryDirectory() as tmp:
+        model_dir = Path(mlflow.artifacts.download_artifacts(artifact_uri=str(uri), dst_path=tmp))
+        checkpoints = list(model_dir.rglob(CHECKPOINT_ARTIFACT))
+        if len(checkpoints) != 1:
+            raise CheckpointError(
+                f"{uri}: expected one {CHECKPOINT_ARTIFACT} in the model, found {len(checkpoints)}"
+            )
+        return sampler_from_checkpoint(checkpoints[0], n_steps)

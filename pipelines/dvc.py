@@ -1,0 +1,117 @@
+"""Driving DVC: `dvc repro` one stage at a time (so each stage gets its own log, status and
+retries), and reading the output hashes DVC recorded in dvc.lock.
+
+Stage commands are `cds stage NAME`; DVC runs them with the environment we pass, whose PATH puts
+this interpreter's bin directory first, so the stages run in the same environment as the flow.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+import yaml
+
+#: Exit status our CLI uses for failures worth retrying (EX_TEMPFAIL).
+EXIT_TRANSIENT = 75
+#: Output fragments of failures that go away on retry: another DVC process holds the repo
+#: lock, or SQLite is busy.
+TRANSIENT_MARKERS = ("Unable to acquire lock", "database is locked")
+
+
+class StageFailed(RuntimeError):
+    """`dvc repro STAGE` failed; `output` holds the tail of what it printed."""
+
+    def __init__(self, stage: str, returncode: int, output: str):
+        super().__init__(f"stage {stage!r} failed with exit status {returncode}:\n{output}")
+        self.stage = stage
+        self.returncode = returncode
+        self.output = output
+
+
+class TransientStageFailed(StageFailed):
+    """A stage failure worth retrying (lock contention, busy database)."""
+
+
+@dataclass(frozen=True)
+class StageRun:
+    stage: str
+    #: "ran" when DVC executed the stage command, "cached" when it was up to date.
+    status: str
+    seconds: float
+    output: str
+
+
+def dvc_env() -> dict[str, str]:
+    """The environment for DVC subprocesses: this interpreter first on PATH, no analytics."""
+    env = dict(os.environ)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    env["DVC_NO_ANALYTICS"] = "1"
+    return env
+
+
+def _pump(stream: IO[str], sink: IO[str], keep: list[str]) -> None:
+    """Copy a child's output to our terminal as it comes (progress bars stay live) and keep
+    it for the logs."""
+    for chunk in iter(lambda: stream.read(256), ""):
+        sink.write(chunk)
+        sink.flush()
+        keep.append(chunk)
+
+
+def dvc(root: Path, *args: str, echo: bool = True) -> tuple[int, str]:
+    """Run `dvc ARGS` in `root`; returns the exit status and the combined output."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "dvc", *args],
+        cwd=root,
+        env=dvc_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    kept: list[str] = []
+    sink = sys.stderr if echo else open(os.devnull, "w")  # noqa: SIM115
+    pump = threading.Thread(target=_pump, args=(proc.stdout, sink, kept), daemon=True)
+    pump.start()
+    returncode = proc.wait()
+    pump.join()
+    if not echo:
+        sink.close()
+    return returncode, "".join(kept)
+
+
+def repro_stage(root: Path, stage: str, echo: bool = True) -> StageRun:
+    """`dvc repro STAGE` (upstream stages are already up to date when called in order)."""
+    start = time.perf_counter()
+    returncode, output = dvc(root, "repro", stage, echo=echo)
+    seconds = time.perf_counter() - start
+    tail = output[-4000:]
+    if returncode != 0:
+        transient = returncode == EXIT_TRANSIENT or any(m in output for m in TRANSIENT_MARKERS)
+        raise (TransientStageFailed if transient else StageFailed)(stage, returncode, tail)
+    status = "cached" if f"Stage '{stage}' didn't change" in output else "ran"
+    return StageRun(stage, status, seconds, tail)
+
+
+def lock_hashes(root: Path) -> dict[str, dict[str, str]]:
+    """{stage: {output path: md5}} from dvc.lock (empty when there is none yet)."""
+    lock = root / "dvc.lock"
+    if not lock.is_file():
+        return {}
+    stages: dict[str, Any] = (yaml.safe_load(lock.read_text()) or {}).get("stages", {})
+    return {
+        name: {out["path"]: out.get("md5", "") for out in stage.get("outs", [])}
+        for name, stage in stages.items()
+    }
+
+
+def is_clean(root: Path) -> bool:
+    """Whether `dvc status` reports every stage up to date."""
+    returncode, output = dvc(root, "status", "--json", echo=False)
+    return returncode == 0 and output.strip().splitlines()[-1].strip() == "{}"

@@ -1,0 +1,58 @@
+"""The registration step: log the pipeline run to MLflow and register the student behind the
+quality gate. Shared by the `retrain` flow and `cds stage register`."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from cds.config import Params
+from pipelines.layout import Layout
+from pipelines.registry import register_sampler
+from pipelines.stages import require
+from pipelines.tracking import configure, git_commit, log_pipeline_run
+
+
+def publish(
+    params: Params,
+    layout: Layout,
+    statuses: dict[str, str],
+    tags: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """Log the run (parent + nested stage runs) and register the student; returns a summary
+    with the tracking URI, run id, model version, gate outcome and headline metrics."""
+    metrics = json.loads(require(layout.metrics, "evaluate").read_text())
+    checkpoint = require(layout.student, "student")
+    uri = configure(layout.root)
+    run_id = log_pipeline_run(params, layout, statuses, tags)
+    registration = register_sampler(
+        run_id,
+        checkpoint,
+        metrics,
+        params.registry,
+        {"git_commit": git_commit(layout.root), "run_id": run_id, **(tags or {})},
+    )
+    return {
+        "tracking_uri": uri,
+        "run_id": run_id,
+        "model": registration.name,
+        "version": registration.version,
+        "gate": "passed" if registration.gate_passed else "failed",
+        "gate_reason": registration.reason,
+        "champion": registration.champion,
+        "already_registered": registration.existing,
+        "metrics": {
+            key: metrics.get(key)
+            for key in (
+                "method",
+                "nfe",
+                "sinkhorn",
+                "sinkhorn_floor",
+                "sinkhorn_ratio",
+                "teacher_sinkhorn",
+                "sinkhorn_vs_teacher",
+                "abs_dlogZ_is",
+                "ess",
+            )
+        },
+    }
