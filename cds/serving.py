@@ -112,9 +112,7 @@ class DiffusionSampler(Sampler):
 
     method = "dis"
 
-    def __init__(
-        self, control: Control, target: Target, prior: StandardNormalPrior, n_steps: int
-    ):
+    def __init__(self, control: Control, target: Target, prior: StandardNormalPrior, n_steps: int):
         super().__init__()
         self.control = control
         self.target = target

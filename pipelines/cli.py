@@ -96,14 +96,16 @@ def run(
     except _input_errors() as err:
         _fail(str(err))
     _quiet()
-    from pipelines.dvc import StageFailed
+    from pipelines.dvc import StageFailedError
     from pipelines.flows import retrain
 
     try:
         summary = retrain(str(project))
-    except StageFailed as err:
-        _fail(f"stage {err.stage!r} failed (exit status {err.returncode}); see its output above",
-              code=1)
+    except StageFailedError as err:
+        _fail(
+            f"stage {err.stage!r} failed (exit status {err.returncode}); see its output above",
+            code=1,
+        )
     _print_summary(project, summary)
 
 
@@ -124,8 +126,9 @@ def _print_summary(project: Path, summary: dict[str, Any]) -> None:
 
 @app.command()
 def stage(
-    name: Annotated[str, typer.Argument(help="target | teacher | fragments | student | evaluate"
-                                        " | register")],
+    name: Annotated[
+        str, typer.Argument(help="target | teacher | fragments | student | evaluate | register")
+    ],
     project: ProjectOption = Path("."),
     progress: Annotated[bool, typer.Option(help="show progress bars")] = True,
 ) -> None:
@@ -204,8 +207,7 @@ def sample(
         _fail(f"cannot load {model!r} from {uri}: {err}")
     x = sampler.sample(n, torch.Generator().manual_seed(seed))
     save_npy_atomic(out, x.numpy().astype(np.float32))
-    typer.echo(f"{n} samples of {model} ({sampler.method}, NFE {sampler.nfe}) → {out}",
-               err=True)
+    typer.echo(f"{n} samples of {model} ({sampler.method}, NFE {sampler.nfe}) → {out}", err=True)
 
 
 @app.command()

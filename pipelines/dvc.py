@@ -25,7 +25,7 @@ EXIT_TRANSIENT = 75
 TRANSIENT_MARKERS = ("Unable to acquire lock", "database is locked")
 
 
-class StageFailed(RuntimeError):
+class StageFailedError(RuntimeError):
     """`dvc repro STAGE` failed; `output` holds the tail of what it printed."""
 
     def __init__(self, stage: str, returncode: int, output: str):
@@ -35,7 +35,7 @@ class StageFailed(RuntimeError):
         self.output = output
 
 
-class TransientStageFailed(StageFailed):
+class TransientStageError(StageFailedError):
     """A stage failure worth retrying (lock contention, busy database)."""
 
 
@@ -94,7 +94,7 @@ def repro_stage(root: Path, stage: str, echo: bool = True) -> StageRun:
     tail = output[-4000:]
     if returncode != 0:
         transient = returncode == EXIT_TRANSIENT or any(m in output for m in TRANSIENT_MARKERS)
-        raise (TransientStageFailed if transient else StageFailed)(stage, returncode, tail)
+        raise (TransientStageError if transient else StageFailedError)(stage, returncode, tail)
     status = "cached" if f"Stage '{stage}' didn't change" in output else "ran"
     return StageRun(stage, status, seconds, tail)
 

@@ -17,7 +17,7 @@ from prefect.states import State
 from prefect.tasks import Task
 
 from cds.config import load_params
-from pipelines.dvc import TRANSIENT_MARKERS, TransientStageFailed, repro_stage
+from pipelines.dvc import TRANSIENT_MARKERS, TransientStageError, repro_stage
 from pipelines.layout import STAGES, Layout
 from pipelines.params_file import write_complete_params
 from pipelines.publish import publish
@@ -31,9 +31,9 @@ def is_transient(_task: Task, _task_run: TaskRun, state: State) -> bool:
     """Retry only failures that go away by themselves; bad params or a crash fail at once."""
     try:
         state.result()
-    except TransientStageFailed:
+    except TransientStageError:
         return True
-    except Exception as err:  # noqa: BLE001 - classifying, not handling
+    except Exception as err:
         return any(marker in str(err) for marker in TRANSIENT_MARKERS)
     return False
 

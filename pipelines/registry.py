@@ -186,9 +186,7 @@ def register_sampler(
             pip_requirements=pip_requirements(),
         )
     candidate = {key: metrics.get(key) for key in GATED}
-    champion_metrics = (
-        {key: _tag_float(champion.tags, key) for key in GATED} if champion else None
-    )
+    champion_metrics = {key: _tag_float(champion.tags, key) for key in GATED} if champion else None
     passed, reason = gate(candidate, champion_metrics, registry)
     tags = {
         **extra_tags,
@@ -202,6 +200,5 @@ def register_sampler(
     if passed:
         client.set_registered_model_alias(name, CHAMPION, version.version)
     new_champion = version.version if passed else (champion.version if champion else None)
-    return Registration(
-        name, str(version.version), passed, reason, None if new_champion is None else str(new_champion)
-    )
+    champion_version = None if new_champion is None else str(new_champion)
+    return Registration(name, str(version.version), passed, reason, champion_version)

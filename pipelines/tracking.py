@@ -133,8 +133,9 @@ def log_pipeline_run(
         "method": params.method,
         **(tags or {}),
     }
-    with mlflow.start_run(experiment_id=exp, run_name=f"retrain-{metrics['target']}",
-                          tags=run_tags) as parent:
+    with mlflow.start_run(
+        experiment_id=exp, run_name=f"retrain-{metrics['target']}", tags=run_tags
+    ) as parent:
         mlflow.log_params({k: str(v) for k, v in flatten(raw).items()})
         mlflow.log_metrics(numeric(metrics))
         mlflow.log_artifacts(str(layout.plots_dir), "plots")

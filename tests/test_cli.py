@@ -1,12 +1,28 @@
-"""The `cds` command line, through typer's runner (the real commands, in-process)."""
+"""The `cds` command line through typer's runner (the real commands, in-process): bad input is
+refused with a message naming the field and value, before any work, and leaves no output that
+looks valid."""
 
 from __future__ import annotations
 
+import json
+
+import torch
 from typer.testing import CliRunner
 
 from pipelines.cli import app
+from pipelines.layout import Layout
 
 runner = CliRunner()
+
+
+class PatchyDensity:
+    """A user density that is NaN outside the unit ball (finite on most probe points)."""
+
+    dim = 2
+
+    def log_prob(self, x: torch.Tensor) -> torch.Tensor:
+        value = -0.5 * x.square().sum(1)
+        return torch.where(x.norm(dim=1) > 2.5, torch.full_like(value, float("nan")), value)
 
 
 def test_targets_lists_every_target_with_dim_and_log_z():
@@ -18,25 +34,90 @@ def test_targets_lists_every_target_with_dim_and_log_z():
     assert lines[-1].split() == ["logreg_cancer", "31", "no", "unknown"]
 
 
-def test_run_rejects_bad_params_before_training(tmp_path):
+def test_run_rejects_bad_params_before_any_stage(project):
+    before = (project / "params.yaml").read_text()
     result = runner.invoke(
         app,
         [
             "run",
-            "--out",
-            str(tmp_path),
+            "--project",
+            str(project),
             "--set",
             "teacher.optim.batch_size=0",
             "--set",
             "teacher.bogus=1",
+            "--set",
+            "target.name=nosuch",
         ],
     )
     assert result.exit_code == 2
     assert "teacher.optim.batch_size = 0" in result.stderr
     assert "teacher.bogus = 1: unknown key" in result.stderr
-    assert not any(tmp_path.iterdir())
+    assert "unknown target 'nosuch'" in result.stderr
+    assert (project / "params.yaml").read_text() == before
+    assert not (project / "data" / "target").exists()
 
 
-def test_run_rejects_methods_it_cannot_run_yet(tmp_path):
-    result = runner.invoke(app, ["run", "--out", str(tmp_path), "--set", "method=scds"])
-    assert result.exit_code == 2 and "method = 'scds'" in result.stderr
+def test_run_needs_a_project(tmp_path):
+    result = runner.invoke(app, ["run", "--project", str(tmp_path)])
+    assert result.exit_code == 2 and "has no dvc.yaml" in result.stderr
+
+
+def test_stage_names_are_checked(project):
+    result = runner.invoke(app, ["stage", "train", "--project", str(project)])
+    assert result.exit_code == 2 and "stage = 'train': unknown" in result.stderr
+
+
+def test_stage_refuses_missing_upstream_output(project):
+    result = runner.invoke(app, ["stage", "student", "--project", str(project)])
+    assert result.exit_code == 2
+    assert "data/target/manifest.json is missing: run `cds stage target`" in result.stderr
+
+
+def test_target_stage_refuses_a_density_that_is_not_finite(project):
+    params = project / "params.yaml"
+    text = params.read_text().replace("name: gmm9", "name: tests.test_cli:PatchyDensity")
+    params.write_text(text)
+    result = runner.invoke(app, ["stage", "target", "--project", str(project), "--no-progress"])
+    assert result.exit_code == 2
+    assert "log density is nan" in result.stderr and "prior samples" in result.stderr
+    assert not Layout(project).manifest.exists()
+
+
+def test_corrupt_checkpoint_fails_evaluation_and_leaves_no_metrics(trained_copy):
+    layout = Layout(trained_copy)
+    assert layout.metrics.is_file()
+    layout.student.write_bytes(b"not a checkpoint")
+    result = runner.invoke(app, ["stage", "evaluate", "--project", str(trained_copy)])
+    assert result.exit_code == 2
+    assert "student.pt' is corrupt or unreadable" in result.stderr
+    assert not layout.metrics.exists() and not layout.eval_dir.exists()
+
+
+def test_stage_rerun_after_completion_is_cheap_and_identical(trained_copy):
+    layout = Layout(trained_copy)
+    before = torch.load(layout.student, weights_only=True)["ema"]
+    result = runner.invoke(
+        app, ["stage", "student", "--project", str(trained_copy), "--no-progress"]
+    )
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout)["iterations"] == 40
+    after = torch.load(layout.student, weights_only=True)["ema"]
+    assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_sample_reports_an_unknown_model(trained_copy, tmp_path):
+    result = runner.invoke(
+        app,
+        [
+            "sample",
+            "--model",
+            "models:/nosuch@champion",
+            "-n",
+            "5",
+            "--out",
+            str(tmp_path / "x.npy"),
+        ],
+    )
+    assert result.exit_code == 2 and "cannot load 'models:/nosuch@champion'" in result.stderr
+    assert not (tmp_path / "x.npy").exists()

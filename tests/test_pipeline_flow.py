@@ -15,9 +15,9 @@ import pytest
 import torch
 
 from cds.checkpoints import load_checkpoint
-
 from pipelines.dvc import dvc, is_clean, lock_hashes
 from pipelines.flows import retrain
+
 
 def test_retrain_flow_equals_manual_repro_and_registers(prefect_api, project, tmp_path):
     from tests.conftest import make_project
@@ -60,9 +60,10 @@ def test_retrain_flow_equals_manual_repro_and_registers(prefect_api, project, tm
     )
     assert sorted(c.info.run_name for c in children) == sorted(summary["stages"])
     student = next(c for c in children if c.info.run_name == "student")
-    assert student.data.tags["dvc.md5.data/student/student.pt"] == by_flow["student"][
-        "data/student/student.pt"
-    ]
+    assert (
+        student.data.tags["dvc.md5.data/student/student.pt"]
+        == by_flow["student"]["data/student/student.pt"]
+    )
 
     # A second run has nothing to do and registers nothing new.
     again = retrain(str(project), echo=False)
@@ -88,7 +89,7 @@ def _wait_for_deployment(client_url: str, name: str, timeout: float) -> None:
             try:
                 client.read_deployment_by_name(name)
                 return
-            except Exception:  # noqa: BLE001 - not registered yet
+            except Exception:
                 time.sleep(1)
     raise TimeoutError(f"deployment {name} did not appear at {client_url}")
 
@@ -98,8 +99,18 @@ def test_served_deployment_runs_retrain_to_completion(prefect_api, project):
 
     env = {**os.environ, "PREFECT_API_URL": prefect_api}
     server = subprocess.Popen(
-        [sys.executable, "-m", "pipelines.cli", "serve", "--cron", "0 3 * * *",
-         "--project", str(project), "--name", "nightly"],
+        [
+            sys.executable,
+            "-m",
+            "pipelines.cli",
+            "serve",
+            "--cron",
+            "0 3 * * *",
+            "--project",
+            str(project),
+            "--name",
+            "nightly",
+        ],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,

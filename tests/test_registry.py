@@ -118,9 +118,9 @@ def test_predict_rejects_frames_without_n_and_seed(frame, trained_copy):
 
     model = SamplerModel()
 
-    class Context:
-        artifacts = {"sampler": str(Layout(trained_copy).student)}
-
-    model.load_context(Context())
+    context = mlflow.pyfunc.PythonModelContext(
+        artifacts={"sampler": str(Layout(trained_copy).student)}, model_config={}
+    )
+    model.load_context(context)
     with pytest.raises(ValueError, match="input needs columns 'n' and 'seed'"):
         model.predict(None, pd.DataFrame(frame))
