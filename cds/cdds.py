@@ -30,7 +30,7 @@ from cds.config import CDDSParams, Params
 from cds.dis import fingerprint, make_schedule, run_config
 from cds.flows import log_abs_det_jacobian
 from cds.losses import consistency_loss
-from cds.metrics import log_z_report
+from cds.metrics import log_z_report, paper_sinkhorn
 from cds.networks import ConsistencyStudent, Control
 from cds.samplers import coarse_indices, pf_ode_states
 from cds.sde import uniform_grid
@@ -222,14 +222,25 @@ def train_student(
     )
     config = run_config(params, cdds=cfg.model_dump(), teacher=teacher_hash)
 
+    reference = None
+    if target.has_exact_samples:
+        reference = target.sample(
+            cfg.eval_samples, torch.Generator().manual_seed(params.evaluation.seed + 7919)
+        )
+
     def evaluation(model: torch.nn.Module, iteration: int) -> dict[str, Any]:
-        return one_step_weights_report(
+        report = one_step_weights_report(
             model,
             target,
             prior,
             cfg.eval_samples,  # type: ignore[arg-type]
             params.seed + iteration,
         )
+        if reference is not None:
+            x0 = prior.sample(cfg.eval_samples, torch.Generator().manual_seed(iteration))
+            with torch.no_grad():
+                report["sinkhorn"] = paper_sinkhorn(model(x0, schedule.T), reference).value
+        return report
 
     trainer = Trainer(
         student,

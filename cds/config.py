@@ -124,8 +124,11 @@ class CDDSParams(_Strict):
     pair_sampling: Literal["shared", "all"] = "shared"
     bank_size: PositiveInt = 262_144
     refresh_every: PositiveInt = 500
-    optim: OptimParams = OptimParams(iterations=8000, ema_window=300, checkpoint_every=1000)
-    eval_every: PositiveInt = 2000
+    #: lr 2e-3: at 5e-3 long runs diverged on some teachers (README, results).
+    optim: OptimParams = OptimParams(
+        iterations=30_000, lr=2e-3, ema_window=300, checkpoint_every=2500
+    )
+    eval_every: PositiveInt = 5000
     eval_samples: PositiveInt = 2000
 
 

@@ -245,10 +245,12 @@ class Trainer:
             elif math.isfinite(value):
                 running = value if running is None else 0.95 * running + 0.05 * value
             self.step += 1
-            bar.update(1)
-            bar.set_postfix(
-                loss=f"{running:.4g}" if running is not None else "nan", skipped=self.skipped
+            bar.set_postfix(  # drawn by the next update, at tqdm's own rate
+                loss=f"{running:.4g}" if running is not None else "nan",
+                skipped=self.skipped,
+                refresh=False,
             )
+            bar.update(1)
             done = self.step == total
             if self.eval_every and (self.step % self.eval_every == 0 or done):
                 self._evaluate(self.step)

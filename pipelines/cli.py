@@ -234,5 +234,60 @@ def serve(
     retrain.serve(name=name, cron=cron, parameters={"project": str(project)})
 
 
+@app.command("sweep")
+def sweep_command(
+    grid: Annotated[Path, typer.Option(help="sweep YAML: targets, methods, seeds, overrides")],
+    project: ProjectOption = Path("."),
+    runner: Annotated[str, typer.Option(help="local (sequential) or dask")] = "local",
+    workers: Annotated[int, typer.Option(min=1, help="Dask LocalCluster workers")] = 2,
+    threads_per_worker: Annotated[int, typer.Option(min=1, help="Dask threads per worker")] = 1,
+    address: Annotated[
+        str | None, typer.Option(help="existing Dask scheduler, e.g. tcp://host:8786")
+    ] = None,
+    torch_threads: Annotated[
+        int | None, typer.Option(min=1, help="torch threads per cell (default: cores / cells)")
+    ] = None,
+    out: Annotated[Path | None, typer.Option(help="sweep directory")] = None,
+    dvc_remote: Annotated[
+        str | None, typer.Option(help="DVC remote URL shared by all cells (any fsspec URL)")
+    ] = None,
+) -> None:
+    """Run a grid of pipeline runs; writes results.json and results.md in the sweep directory."""
+    if runner not in ("local", "dask"):
+        _fail(f"runner = {runner!r}: must be 'local' or 'dask'")
+    if address and runner != "dask":
+        _fail("--address needs --runner dask")
+    project = project.resolve()
+    if not (project / "dvc.yaml").is_file():
+        _fail(f"{project} has no dvc.yaml: pass --project")
+    from pipelines.sweep import load_grid, run_sweep
+
+    try:
+        spec = load_grid(grid)
+    except _input_errors() as err:
+        _fail(str(err))
+    _quiet()
+    directory = out or project / "runs" / "sweeps" / spec.name
+    sweep_id, rows = run_sweep(
+        spec,
+        project,
+        directory,
+        runner,  # type: ignore[arg-type]
+        workers,
+        threads_per_worker,
+        address,
+        torch_threads,
+        dvc_remote,
+    )
+    typer.echo((directory / "results.md").read_text())
+    failed = [row["cell"] for row in rows if row["status"] != "ok"]
+    typer.echo(
+        f"sweep {sweep_id}: {len(rows) - len(failed)} ok, {len(failed)} failed; "
+        f"results in {directory / 'results.json'}"
+    )
+    if failed:
+        raise typer.Exit(code=1)
+
+
 if __name__ == "__main__":
     app()

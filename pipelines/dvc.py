@@ -48,11 +48,13 @@ class StageRun:
     output: str
 
 
-def dvc_env() -> dict[str, str]:
-    """The environment for DVC subprocesses: this interpreter first on PATH, no analytics."""
+def dvc_env(root: Path) -> dict[str, str]:
+    """The environment for DVC subprocesses: this interpreter first on PATH, no analytics, and
+    DVC's site cache inside the repository rather than in a shared system directory."""
     env = dict(os.environ)
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     env["DVC_NO_ANALYTICS"] = "1"
+    env.setdefault("DVC_SITE_CACHE_DIR", str(root / ".dvc" / "tmp" / "site-cache"))
     return env
 
 
@@ -65,12 +67,15 @@ def _pump(stream: IO[str], sink: IO[str], keep: list[str]) -> None:
         keep.append(chunk)
 
 
-def dvc(root: Path, *args: str, echo: bool = True) -> tuple[int, str]:
-    """Run `dvc ARGS` in `root`; returns the exit status and the combined output."""
+def dvc(
+    root: Path, *args: str, echo: bool = True, extra_env: dict[str, str] | None = None
+) -> tuple[int, str]:
+    """Run `dvc ARGS` in `root` (with `extra_env` added to its environment and its stage
+    commands'); returns the exit status and the combined output."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "dvc", *args],
         cwd=root,
-        env=dvc_env(),
+        env={**dvc_env(root), **(extra_env or {})},
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -86,10 +91,18 @@ def dvc(root: Path, *args: str, echo: bool = True) -> tuple[int, str]:
     return returncode, "".join(kept)
 
 
-def repro_stage(root: Path, stage: str, echo: bool = True) -> StageRun:
-    """`dvc repro STAGE` (upstream stages are already up to date when called in order)."""
+def repro_stage(
+    root: Path,
+    stage: str,
+    echo: bool = True,
+    pull: bool = False,
+    extra_env: dict[str, str] | None = None,
+) -> StageRun:
+    """`dvc repro STAGE` (upstream stages are already up to date when called in order); with
+    `pull`, outputs missing locally are fetched from the DVC remote instead of recomputed."""
     start = time.perf_counter()
-    returncode, output = dvc(root, "repro", stage, echo=echo)
+    args = ("repro", "--pull", stage) if pull else ("repro", stage)
+    returncode, output = dvc(root, *args, echo=echo, extra_env=extra_env)
     seconds = time.perf_counter() - start
     tail = output[-4000:]
     if returncode != 0:

@@ -12,19 +12,41 @@ from pipelines.registry import register_sampler
 from pipelines.stages import require
 from pipelines.tracking import configure, git_commit, log_pipeline_run
 
+#: Metrics a summary reports (the champion's headline numbers).
+SUMMARY_METRICS = (
+    "method",
+    "nfe",
+    "sinkhorn",
+    "sinkhorn_floor",
+    "sinkhorn_ratio",
+    "teacher_sinkhorn",
+    "sinkhorn_vs_teacher",
+    "abs_dlogZ_is",
+    "ess",
+)
+
 
 def publish(
     params: Params,
     layout: Layout,
     statuses: dict[str, str],
     tags: dict[str, str] | None = None,
+    register: bool = True,
 ) -> dict[str, Any]:
-    """Log the run (parent + nested stage runs) and register the student; returns a summary
-    with the tracking URI, run id, model version, gate outcome and headline metrics."""
+    """Log the run (parent + nested stage runs) and, with `register`, register the student;
+    returns a summary with the tracking URI, run id, model version, gate outcome and headline
+    metrics."""
     metrics = json.loads(require(layout.metrics, "evaluate").read_text())
     checkpoint = require(layout.student, "student")
     uri = configure(layout.root)
     run_id = log_pipeline_run(params, layout, statuses, tags)
+    summary: dict[str, Any] = {
+        "tracking_uri": uri,
+        "run_id": run_id,
+        "metrics": {key: metrics.get(key) for key in SUMMARY_METRICS},
+    }
+    if not register:
+        return summary
     registration = register_sampler(
         run_id,
         checkpoint,
@@ -33,26 +55,11 @@ def publish(
         {"git_commit": git_commit(layout.root), "run_id": run_id, **(tags or {})},
     )
     return {
-        "tracking_uri": uri,
-        "run_id": run_id,
+        **summary,
         "model": registration.name,
         "version": registration.version,
         "gate": "passed" if registration.gate_passed else "failed",
         "gate_reason": registration.reason,
         "champion": registration.champion,
         "already_registered": registration.existing,
-        "metrics": {
-            key: metrics.get(key)
-            for key in (
-                "method",
-                "nfe",
-                "sinkhorn",
-                "sinkhorn_floor",
-                "sinkhorn_ratio",
-                "teacher_sinkhorn",
-                "sinkhorn_vs_teacher",
-                "abs_dlogZ_is",
-                "ess",
-            )
-        },
     }

@@ -1,8 +1,8 @@
 """MLflow tracking: where runs go, and one run per pipeline run with a nested run per stage.
 
 Defaults: tracking and registry in `sqlite:///<project>/mlflow.db`, artifacts in
-`<project>/mlartifacts`. The standard variables MLFLOW_TRACKING_URI and MLFLOW_REGISTRY_URI
-override them.
+`<project>/mlartifacts` (beside whichever SQLite file is used). The standard variables
+MLFLOW_TRACKING_URI and MLFLOW_REGISTRY_URI override them.
 """
 
 from __future__ import annotations
@@ -41,15 +41,20 @@ def configure(root: Path) -> str:
     return uri
 
 
-def experiment_id(name: str, root: Path, local: bool) -> str:
-    """The experiment's id, creating it (artifacts in <project>/mlartifacts/<name> when the
-    store is the project's own) if needed."""
+def experiment_id(name: str) -> str:
+    """The experiment's id, creating it if needed. With a SQLite store, its artifacts go to
+    `mlartifacts/<name>` beside the database file (never relative to the working directory);
+    a tracking server chooses its own artifact root."""
     import mlflow
 
     found = mlflow.get_experiment_by_name(name)
     if found is not None:
         return found.experiment_id
-    location = (root / "mlartifacts" / name).resolve().as_uri() if local else None
+    uri = mlflow.get_tracking_uri()
+    location = None
+    if uri.startswith("sqlite:///"):
+        database = Path(uri.removeprefix("sqlite:///"))
+        location = (database.parent / "mlartifacts" / name).resolve().as_uri()
     return mlflow.create_experiment(name, artifact_location=location)
 
 
@@ -124,8 +129,7 @@ def log_pipeline_run(
     raw = params.model_dump()
     hashes = lock_hashes(layout.root)
     metrics = json.loads(layout.metrics.read_text())
-    local = mlflow.get_tracking_uri() == project_store(layout.root)
-    exp = experiment_id(params.registry.experiment, layout.root, local)
+    exp = experiment_id(params.registry.experiment)
     mlflow.set_experiment(experiment_id=exp)  # nested runs inherit the active experiment
     run_tags = {
         "git_commit": git_commit(layout.root),

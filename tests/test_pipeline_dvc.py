@@ -1,11 +1,12 @@
 """`dvc repro` on a tiny project in a temporary git repository (the real DVC CLI): the first
-run builds every stage, the second is a no-op, and a param change re-runs exactly the stages
-that depend on it."""
+run builds every stage, the second is a no-op, a param change re-runs exactly the stages that
+depend on it, and `dvc metrics show|diff` and `dvc exp run --set-param` work."""
 
 from __future__ import annotations
 
 import json
 import re
+import subprocess
 from pathlib import Path
 
 import yaml
@@ -54,11 +55,14 @@ def test_repro_builds_then_noop_then_reruns_only_what_changed(project):
     code, out = dvc(project, "metrics", "show", "--json", echo=False)
     assert code == 0 and '"sinkhorn_ratio"' in out
 
-
-def test_exp_run_set_param_and_metrics_diff(project):
-    code, out = dvc(project, "repro", echo=False)
-    assert code == 0, out
-    code, out = dvc(project, "exp", "run", "--set-param", "evaluation.floor_repeats=2", echo=False)
+    # The researcher's loop: commit a result, try a param in an experiment, diff the metrics.
+    subprocess.run(["git", "add", "-A"], cwd=project, check=True)
+    subprocess.run(
+        ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "result"],
+        cwd=project,
+        check=True,
+    )
+    code, out = dvc(project, "exp", "run", "--set-param", "evaluation.floor_repeats=3", echo=False)
     assert code == 0 and ran_stages(out) == ["evaluate"], out
     code, out = dvc(project, "metrics", "diff", "--json", echo=False)
-    assert code == 0 and "sinkhorn_floor" in out
+    assert code == 0 and "sinkhorn_floor" in json.loads(out)["data/eval/metrics.json"]

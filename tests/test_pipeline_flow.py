@@ -4,11 +4,13 @@ scheduled deployment served by `cds serve`, triggered and run to completion."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import mlflow
 import pytest
@@ -17,70 +19,62 @@ import torch
 from cds.checkpoints import load_checkpoint
 from pipelines.dvc import dvc, is_clean, lock_hashes
 from pipelines.flows import retrain
+from pipelines.layout import STAGES, Layout
+from tests.conftest import make_project
 
 
-def test_retrain_flow_equals_manual_repro_and_registers(prefect_api, project, tmp_path):
-    from tests.conftest import make_project
+@pytest.fixture(scope="module")
+def retrained(prefect_api, tmp_path_factory):
+    """One tiny project, run once through the flow (shared by the tests below, in order)."""
+    root = make_project(tmp_path_factory.mktemp("flow") / "project")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
+        yield root, retrain(str(root), echo=False)
 
-    summary = retrain(str(project), echo=False)
-    assert summary["stages"] == {
-        "target": "ran",
-        "teacher": "ran",
-        "fragments": "ran",
-        "student": "ran",
-        "evaluate": "ran",
-    }
+
+def test_retrain_runs_every_stage_logs_and_registers(retrained):
+    project, summary = retrained
+    assert summary["stages"] == dict.fromkeys(STAGES, "ran")
     assert summary["model"] == "cds-gmm9" and summary["gate"] == "passed"
     assert summary["champion"] == summary["version"] == "1"
     assert is_clean(project)
 
-    manual = make_project(tmp_path / "manual")
-    code, out = dvc(manual, "repro", echo=False)
-    assert code == 0, out
-    # Same trained weights and fragment bank (the files also hold wall times, so compare
-    # the tensors, exactly).
-    for path in ("data/teacher/teacher.pt", "data/student/student.pt", "data/fragments/bank.pt"):
-        a, b = load_checkpoint(project / path), load_checkpoint(manual / path)
-        keys = ("ema",) if "ema" in a else ("x_lo", "x_hi", "pair")
-        for key in keys:
-            left, right = a[key], b[key]
-            if isinstance(left, dict):
-                assert all(torch.equal(left[k], right[k]) for k in left), path
-            else:
-                assert torch.equal(left, right), path
-    by_flow = lock_hashes(project)
-
     # One parent run with a nested run per stage, holding params, metrics and DVC hashes.
     parent = mlflow.get_run(summary["run_id"])
-    assert parent.data.metrics["sinkhorn"] > 0
+    assert parent.data.metrics["sinkhorn"] > 0 and parent.data.params["method"] == "cdds"
     children = mlflow.search_runs(
         [parent.info.experiment_id],
         filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'",
         output_format="list",
     )
-    assert sorted(c.info.run_name for c in children) == sorted(summary["stages"])
+    assert sorted(c.info.run_name for c in children) == sorted(STAGES)
     student = next(c for c in children if c.info.run_name == "student")
-    assert (
-        student.data.tags["dvc.md5.data/student/student.pt"]
-        == by_flow["student"]["data/student/student.pt"]
-    )
+    recorded = lock_hashes(project)["student"]["data/student/student.pt"]
+    assert student.data.tags["dvc.md5.data/student/student.pt"] == recorded
 
-    # A second run has nothing to do and registers nothing new.
+
+def test_flow_and_manual_repro_train_the_same_models(retrained, tmp_path):
+    project, _ = retrained
+    manual = make_project(tmp_path / "manual")
+    code, out = dvc(manual, "repro", echo=False)
+    assert code == 0, out
+    # The files also hold wall times, so compare the tensors, exactly.
+    for path in ("data/teacher/teacher.pt", "data/student/student.pt", "data/fragments/bank.pt"):
+        a, b = load_checkpoint(project / path), load_checkpoint(manual / path)
+        if "ema" in a:
+            assert all(torch.equal(a["ema"][k], b["ema"][k]) for k in a["ema"]), path
+        else:
+            assert all(torch.equal(a[k], b[k]) for k in ("x_lo", "x_hi", "pair")), path
+
+
+def test_second_retrain_is_a_noop_and_registers_nothing(retrained):
+    project, _ = retrained
     again = retrain(str(project), echo=False)
-    assert set(again["stages"].values()) == {"cached"}
+    assert again["stages"] == dict.fromkeys(STAGES, "cached")
     assert again["already_registered"] and again["version"] == "1"
 
 
-def test_retrain_stops_at_a_failing_stage_without_retrying_it(prefect_api, project):
-    (project / "data" / "target").mkdir(parents=True)
-    params = (project / "params.yaml").read_text()
-    (project / "params.yaml").write_text(params.replace("name: gmm9", "name: nosuch.mod:Cls"))
-    with pytest.raises(Exception, match="stage 'target' failed"):
-        retrain(str(project), echo=False)
-    assert not (project / "data" / "teacher").exists()
-
-
-def _wait_for_deployment(client_url: str, name: str, timeout: float) -> None:
+def _wait_for_deployment(name: str, timeout: float) -> None:
     from prefect.client.orchestration import get_client
 
     deadline = time.monotonic() + timeout
@@ -89,41 +83,41 @@ def _wait_for_deployment(client_url: str, name: str, timeout: float) -> None:
             try:
                 client.read_deployment_by_name(name)
                 return
-            except Exception:
+            except Exception:  # not registered yet
                 time.sleep(1)
-    raise TimeoutError(f"deployment {name} did not appear at {client_url}")
+    raise TimeoutError(f"deployment {name} did not appear within {timeout} s")
 
 
-def test_served_deployment_runs_retrain_to_completion(prefect_api, project):
+def test_served_deployment_run_completes(retrained, prefect_api):
+    """`cds serve --cron` registers the scheduled deployment; a triggered run re-runs what the
+    params change made stale (here: evaluation only)."""
     from prefect.deployments import run_deployment
 
-    env = {**os.environ, "PREFECT_API_URL": prefect_api}
+    project, _ = retrained
+    params = project / "params.yaml"
+    params.write_text(params.read_text().replace("floor_repeats: 1", "floor_repeats: 2"))
     server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "pipelines.cli",
-            "serve",
-            "--cron",
-            "0 3 * * *",
-            "--project",
-            str(project),
-            "--name",
-            "nightly",
-        ],
-        env=env,
+        [sys.executable, "-m", "pipelines.cli", "serve", "--cron", "0 3 * * *",
+         "--project", str(project), "--name", "nightly"],
+        env={**os.environ, "PREFECT_API_URL": prefect_api},
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
+        stderr=subprocess.DEVNULL,
         start_new_session=True,
-    )
+    )  # fmt: skip
     try:
-        _wait_for_deployment(prefect_api, "retrain/nightly", timeout=120)
+        _wait_for_deployment("retrain/nightly", timeout=120)
         flow_run = run_deployment("retrain/nightly", timeout=600)
         assert flow_run.state.is_completed(), flow_run.state
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=60)
     assert is_clean(project)
-    registered = mlflow.MlflowClient().get_model_version_by_alias("cds-gmm9", "champion")
-    assert str(registered.version) == "1"
+    assert json.loads(Layout(project).report.read_text())["floor"]["repeats"] == 2
+
+
+def test_retrain_stops_at_a_failing_stage(prefect_api, project: Path):
+    params = project / "params.yaml"
+    params.write_text(params.read_text().replace("name: gmm9", "name: nosuch.mod:Cls"))
+    with pytest.raises(Exception, match="stage 'target' failed"):
+        retrain(str(project), echo=False)
+    assert not (project / "data" / "teacher").exists()

@@ -1,0 +1,79 @@
+"""Sweeps on a real Dask LocalCluster through prefect-dask (and the sequential runner), over
+real git + DVC working copies sharing one DVC cache and one MLflow store."""
+
+from __future__ import annotations
+
+import json
+
+import mlflow
+import pytest
+
+from pipelines.sweep import SweepGrid, cells, load_grid, run_sweep
+from tests.conftest import make_project
+
+GRID = SweepGrid(name="t", targets=["gmm9", "mw54"], seeds=[0, 1])
+
+
+def test_cells_are_the_grid_product_with_readable_ids():
+    grid = SweepGrid(targets=["gmm9", "my.mod:Cls"], methods=["cdds", "scds"], seeds=[3],
+                     overrides=[{}, {"teacher.optim.lr": 0.001}])  # fmt: skip
+    ids = [c.id for c in cells(grid)]
+    assert len(ids) == 8 and len(set(ids)) == 8
+    assert "my.mod-Cls-scds-s3-o1" in ids
+    assert cells(grid)[-1].overrides == ["teacher.optim.lr=0.001"]
+
+
+def test_grid_file_is_validated(tmp_path):
+    path = tmp_path / "grid.yaml"
+    path.write_text("targets: [gmm9]\nseeds: one\n")
+    with pytest.raises(ValueError, match="seeds"):
+        load_grid(path)
+
+
+def _by_cell(rows):
+    return {row["cell"]: row for row in rows}
+
+
+def test_dask_grid_equals_sequential_then_rerun_trains_nothing(tmp_path, prefect_api):
+    project = make_project(tmp_path / "project")
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    sweep_id, dask_rows = run_sweep(
+        GRID, project, tmp_path / "dask", "dask", workers=2, torch_threads=1, tracking_uri=store
+    )
+    _, local_rows = run_sweep(
+        GRID, project, tmp_path / "local", "local", torch_threads=1, tracking_uri=store
+    )
+    dask_cells, local_cells = _by_cell(dask_rows), _by_cell(local_rows)
+    assert sorted(dask_cells) == ["gmm9-cdds-s0", "gmm9-cdds-s1", "mw54-cdds-s0", "mw54-cdds-s1"]
+    for cell, row in dask_cells.items():
+        assert row["status"] == "ok", row["error"]
+        assert row["trained"]
+        assert row["metrics"]["sinkhorn"] == local_cells[cell]["metrics"]["sinkhorn"], cell
+    assert dask_cells["gmm9-cdds-s0"]["metrics"] != dask_cells["gmm9-cdds-s1"]["metrics"]
+
+    table = json.loads((tmp_path / "dask" / "results.json").read_text())
+    assert table["sweep"] == sweep_id and len(table["cells"]) == 4
+    assert "| gmm9-cdds-s0 | ok |" in (tmp_path / "dask" / "results.md").read_text()
+    mlflow.set_tracking_uri(store)
+    tagged = mlflow.search_runs(
+        experiment_names=["cds"],
+        filter_string=f"tags.sweep = '{sweep_id}'",
+        output_format="list",
+    )
+    assert sorted(r.data.tags["cell"] for r in tagged if r.info.run_name.startswith("retrain")) == (
+        sorted(dask_cells)
+    )
+
+    # Re-run with one more, invalid, target: the four done cells train nothing, the invalid
+    # ones fail alone with their error in the table.
+    grid = GRID.model_copy(update={"targets": ["gmm9", "mw54", "nosuch"]})
+    _, rerun = run_sweep(
+        grid, project, tmp_path / "dask", "dask", workers=2, torch_threads=1, tracking_uri=store
+    )
+    rerun_cells = _by_cell(rerun)
+    for cell in dask_cells:
+        assert rerun_cells[cell]["status"] == "ok" and not rerun_cells[cell]["trained"]
+        assert set(rerun_cells[cell]["stages"].values()) == {"cached"}
+    for seed in (0, 1):
+        bad = rerun_cells[f"nosuch-cdds-s{seed}"]
+        assert bad["status"] == "failed" and "unknown target 'nosuch'" in bad["error"]
