@@ -1,0 +1,63 @@
+"""The stage functions in-process (what `cds stage NAME` runs): SCDS end to end with its budget
+curve, the samplers rebuilt from checkpoints, and refusal of stale upstream outputs."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from cds.config import load_params
+from cds.serving import ConsistencySampler, ShortcutSampler, sampler_from_checkpoint
+from pipelines.evaluation import run_evaluate
+from pipelines.layout import Layout
+from pipelines.stages import (
+    StageInputError,
+    run_fragments,
+    run_student,
+    run_target,
+    run_teacher,
+)
+from tests.conftest import make_project
+
+
+def test_scds_pipeline_needs_no_fragments_and_traces_its_budget_curve(tmp_path):
+    root = make_project(tmp_path / "p", "method=scds")
+    layout, params = Layout(root), load_params(root / "params.yaml")
+    for stage in (run_target, run_teacher, run_fragments, run_student, run_evaluate):
+        stage(params, layout, progress=False)
+    assert json.loads(layout.fragments_manifest.read_text())["bank"] is None
+    assert not layout.bank.exists()
+    metrics = json.loads(layout.metrics.read_text())
+    assert metrics["method"] == "scds" and metrics["nfe"] == 1
+    curve = json.loads(layout.budget_curve.read_text())["budget_curve"]
+    assert [p["nfe"] for p in curve] == [1, 2, 4]
+    assert all(p["sinkhorn"] > 0 for p in curve)
+    for name in ("student_samples.png", "teacher_samples.png", "budget_curve.png"):
+        assert (layout.plots_dir / name).read_bytes()[:4] == b"\x89PNG"
+
+    sampler = sampler_from_checkpoint(layout.student, 4)
+    assert isinstance(sampler, ShortcutSampler) and sampler.nfe == 4
+    x = sampler.sample(7, torch.Generator().manual_seed(0))
+    assert x.shape == (7, 2) and torch.isfinite(x).all()
+    with pytest.raises(ValueError, match="trained for at most 4"):
+        sampler_from_checkpoint(layout.student, 8)
+
+
+def test_cdds_sampler_takes_k_steps_and_is_seeded(trained_project):
+    student = Layout(trained_project).student
+    one, two = sampler_from_checkpoint(student), sampler_from_checkpoint(student, 2)
+    assert isinstance(one, ConsistencySampler) and (one.nfe, two.nfe) == (1, 2)
+    a = one.sample(5, torch.Generator().manual_seed(1))
+    assert torch.equal(a, one.sample(5, torch.Generator().manual_seed(1)))
+    assert not torch.equal(a, two.sample(5, torch.Generator().manual_seed(1)))
+    with pytest.raises(ValueError, match="n must be a positive integer"):
+        one.sample(0)
+
+
+def test_stages_refuse_outputs_made_for_other_params(trained_copy):
+    layout = Layout(trained_copy)
+    params = load_params(layout.params, ["target.name=mw54"])
+    with pytest.raises(StageInputError, match="run `cds stage target` again"):
+        run_teacher(params, layout, progress=False)
