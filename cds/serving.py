@@ -76,27 +76,28 @@ class ConsistencySampler(Sampler):
         return sample_consistency(self.student, self.alpha, self.taus, x0, generator)
 
 
-class ShortcutSampler(Sampler):
-    """SCDS: K Euler steps of the step-conditioned PF ODE with step size d = T/K (spec §5)."""
+class _ControlSampler(Sampler):
+    """A sampler that integrates a trained control on a uniform grid of `n_steps` steps."""
 
-    method = "scds"
-
-    def __init__(
-        self,
-        control: Control,
-        target: Target,
-        prior: StandardNormalPrior,
-        n_steps: int,
-    ):
+    def __init__(self, control: Control, target: Target, prior: StandardNormalPrior, n_steps: int):
         super().__init__()
-        if not is_power_of_two(n_steps):
-            raise ValueError(f"n_steps must be a power of two, got {n_steps}")
         self.control = control
         self.target = target
         self.prior = prior
         self.dim = target.dim
         self.nfe = n_steps
         self.grid = uniform_grid(n_steps, control.schedule.T)
+
+
+class ShortcutSampler(_ControlSampler):
+    """SCDS: K Euler steps of the step-conditioned PF ODE with step size d = T/K (spec §5)."""
+
+    method = "scds"
+
+    def __init__(self, control: Control, target: Target, prior: StandardNormalPrior, n_steps: int):
+        if not is_power_of_two(n_steps):
+            raise ValueError(f"n_steps must be a power of two, got {n_steps}")
+        super().__init__(control, target, prior, n_steps)
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
         _check_n(n)
@@ -107,19 +108,10 @@ class ShortcutSampler(Sampler):
         return x.detach()
 
 
-class DiffusionSampler(Sampler):
+class DiffusionSampler(_ControlSampler):
     """DIS: the N-step Euler–Maruyama SDE sampler (spec §3); the 128-step baseline."""
 
     method = "dis"
-
-    def __init__(self, control: Control, target: Target, prior: StandardNormalPrior, n_steps: int):
-        super().__init__()
-        self.control = control
-        self.target = target
-        self.prior = prior
-        self.dim = target.dim
-        self.nfe = n_steps
-        self.grid = uniform_grid(n_steps, control.schedule.T)
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
         _check_n(n)

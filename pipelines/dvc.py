@@ -42,7 +42,7 @@ class TransientStageError(StageFailedError):
 @dataclass(frozen=True)
 class StageRun:
     stage: str
-    #: "ran" when DVC executed the stage command, "cached" when it was up to date.
+    #: "ran" when DVC executed the stage command, "cached" when it did not need to.
     status: str
     seconds: float
     output: str
@@ -108,7 +108,9 @@ def repro_stage(
     if returncode != 0:
         transient = returncode == EXIT_TRANSIENT or any(m in output for m in TRANSIENT_MARKERS)
         raise (TransientStageError if transient else StageFailedError)(stage, returncode, tail)
-    status = "cached" if f"Stage '{stage}' didn't change" in output else "ran"
+    # DVC prints "Running stage 'X'" only when it executes the command; an up-to-date stage,
+    # a run-cache hit or outputs pulled from a remote leave that line out.
+    status = "ran" if f"Running stage '{stage}'" in output else "cached"
     return StageRun(stage, status, seconds, tail)
 
 

@@ -59,13 +59,14 @@ def experiment_id(name: str) -> str:
 
 
 def git_commit(root: Path) -> str:
-    """HEAD's commit, suffixed "-dirty" with uncommitted changes; "unknown" outside git."""
+    """HEAD's commit, suffixed "-dirty" with uncommitted changes to tracked files other than
+    dvc.lock; "unknown" outside git."""
     try:
         head = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True
         ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
+        dirty = subprocess.run(  # dvc.lock is the run's own output, not a code change
+            ["git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":!dvc.lock"],
             cwd=root,
             capture_output=True,
             text=True,

@@ -77,3 +77,23 @@ def test_dask_grid_equals_sequential_then_rerun_trains_nothing(tmp_path, prefect
     for seed in (0, 1):
         bad = rerun_cells[f"nosuch-cdds-s{seed}"]
         assert bad["status"] == "failed" and "unknown target 'nosuch'" in bad["error"]
+
+
+def test_cells_share_results_through_a_dvc_remote(tmp_path, prefect_api):
+    """A cell pushes to the remote; on a machine without the cache (simulated by deleting it
+    and the outputs) the re-run pulls instead of training."""
+    import shutil
+
+    project = make_project(tmp_path / "project")
+    remote = tmp_path / "remote"
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    grid = SweepGrid(name="r", targets=["gmm9"], seeds=[0])
+    _, rows = run_sweep(grid, project, tmp_path / "s", dvc_remote=str(remote), tracking_uri=store)
+    assert rows[0]["status"] == "ok" and rows[0]["trained"], rows[0]["error"]
+    assert any(remote.rglob("*")), "nothing was pushed"
+
+    shutil.rmtree(project / ".dvc" / "cache")
+    shutil.rmtree(tmp_path / "s" / "cells" / "gmm9-cdds-s0" / "data" / "teacher")
+    shutil.rmtree(tmp_path / "s" / "cells" / "gmm9-cdds-s0" / "data" / "student")
+    _, rows = run_sweep(grid, project, tmp_path / "s", dvc_remote=str(remote), tracking_uri=store)
+    assert rows[0]["status"] == "ok" and not rows[0]["trained"], rows[0]["stages"]
