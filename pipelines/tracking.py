@@ -147,6 +147,7 @@ def log_pipeline_run(
         mlflow.log_artifact(str(layout.metrics))
         for stage in STAGES:
             stage_tags = {
+                **(tags or {}),
                 "stage": stage,
                 "dvc_status": statuses.get(stage, "unknown"),
                 **{f"dvc.md5.{path}": md5 for path, md5 in hashes.get(stage, {}).items()},
