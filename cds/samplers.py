@@ -259,13 +259,24 @@ def sample_consistency(
     taus: list[float],
     x0: Tensor,
     generator: torch.Generator | None = None,
+    chunk: int = 8192,
 ) -> Tensor:
     """K-step consistency sampling from prior states x0: x ← f(x0, τ_1); then for i ≥ 2 re-noise
     with the VP noising marginal, x̃ = α(τ_i)·x + √(1 − α(τ_i)²)·z, and set x ← f(x̃, τ_i).
-    K = len(taus) network evaluations per sample, none of which needs ∇log ρ."""
-    x = student(x0, taus[0])
+    K = len(taus) network evaluations per sample, none of which needs ∇log ρ. The network runs
+    on `chunk` rows at a time: with width-64 activations that fit in cache, one-step sampling on
+    the 2-core CPU runs 4.2–4.6× faster than one large batch (16,384-row chunks were fast in
+    some processes and slow in others; 8192 was steady; benchmarks/sampling_throughput.py)."""
+
+    def f(x: Tensor, tau: float) -> Tensor:
+        out = torch.empty_like(x)
+        for i in range(0, len(x), chunk):
+            out[i : i + chunk] = student(x[i : i + chunk], tau)
+        return out
+
+    x = f(x0, taus[0])
     for tau in taus[1:]:
         a = schedule_alpha(tau)
         z = torch.randn(x.shape, generator=generator)
-        x = student(a * x + math.sqrt(1.0 - a * a) * z, tau)
+        x = f(a * x + math.sqrt(1.0 - a * a) * z, tau)
     return x
