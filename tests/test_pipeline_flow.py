@@ -17,8 +17,8 @@ import pytest
 import torch
 
 from cds.checkpoints import load_checkpoint
-from pipelines.dvc import dvc, is_clean, lock_hashes
-from pipelines.flows import retrain
+from pipelines.dvc import StageFailedError, TransientStageError, dvc, is_clean, lock_hashes
+from pipelines.flows import is_transient, retrain
 from pipelines.layout import STAGES, Layout
 from tests.conftest import make_project
 
@@ -121,3 +121,18 @@ def test_retrain_stops_at_a_failing_stage(prefect_api, project: Path):
     with pytest.raises(Exception, match="stage 'target' failed"):
         retrain(str(project), echo=False)
     assert not (project / "data" / "teacher").exists()
+
+
+@pytest.mark.parametrize(
+    ("error", "retried"),
+    [
+        (TransientStageError("teacher", 75, "busy"), True),
+        (RuntimeError("sqlite3.OperationalError: database is locked"), True),
+        (StageFailedError("teacher", 2, "teacher.optim.batch_size = 0"), False),
+        (ValueError("unknown target"), False),
+    ],
+)
+def test_only_transient_failures_are_retried(error, retried):
+    from prefect.states import Failed
+
+    assert is_transient(None, None, Failed(data=error)) is retried
