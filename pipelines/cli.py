@@ -113,6 +113,7 @@ def _print_summary(project: Path, summary: dict[str, Any]) -> None:
     typer.echo(json.dumps(summary, indent=2))
     typer.echo(
         f"\nstages:    {', '.join(f'{k} {v}' for k, v in summary['stages'].items())}"
+        f"\ndvc:       {'up to date' if summary['dvc_status_clean'] else 'NOT up to date'}"
         f"\nmetrics:   {project / 'data/eval/metrics.json'}   (dvc metrics show)"
         f"\nplots:     {project / 'data/eval/plots'}"
         f"\nregistry:  {summary['tracking_uri']}"

@@ -17,7 +17,7 @@ from prefect.states import State
 from prefect.tasks import Task
 
 from cds.config import load_params
-from pipelines.dvc import TRANSIENT_MARKERS, TransientStageError, repro_stage
+from pipelines.dvc import TRANSIENT_MARKERS, TransientStageError, is_clean, repro_stage
 from pipelines.layout import STAGES, Layout
 from pipelines.params_file import write_complete_params
 from pipelines.publish import publish
@@ -85,4 +85,4 @@ def retrain(
     write_complete_params(layout.params, params)
     statuses = {stage: run_stage(str(layout.root), stage, echo) for stage in STAGES}
     summary = register(str(layout.root), statuses, tags or {})
-    return {"stages": statuses, **summary}
+    return {"stages": statuses, "dvc_status_clean": is_clean(layout.root), **summary}

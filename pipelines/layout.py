@@ -82,7 +82,3 @@ class Layout:
     @property
     def plots_dir(self) -> Path:
         return self.eval_dir / "plots"
-
-    @property
-    def dvc_lock(self) -> Path:
-        return self.root / "dvc.lock"

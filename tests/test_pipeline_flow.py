@@ -37,7 +37,7 @@ def test_retrain_runs_every_stage_logs_and_registers(retrained):
     assert summary["stages"] == dict.fromkeys(STAGES, "ran")
     assert summary["model"] == "cds-gmm9" and summary["gate"] == "passed"
     assert summary["champion"] == summary["version"] == "1"
-    assert is_clean(project)
+    assert summary["dvc_status_clean"] and is_clean(project)
 
     # One parent run with a nested run per stage, holding params, metrics and DVC hashes.
     parent = mlflow.get_run(summary["run_id"])
