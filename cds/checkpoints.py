@@ -41,6 +41,11 @@ def atomic_write(path: str | Path, write: Callable[[IO[bytes]], None]) -> Path:
     return path
 
 
+def write_text_atomic(path: str | Path, text: str) -> Path:
+    """A UTF-8 text file, written atomically."""
+    return atomic_write(path, lambda fh: fh.write(text.encode()))
+
+
 def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> Path:
     """Atomically write `payload` (plus a format marker) to `path`."""
     return atomic_write(path, lambda fh: torch.save({"format": CHECKPOINT_FORMAT, **payload}, fh))

@@ -29,7 +29,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from cds.checkpoints import atomic_write, load_checkpoint, save_checkpoint
+from cds.checkpoints import load_checkpoint, save_checkpoint, write_text_atomic
 from cds.config import ClipParams, OptimParams
 
 log = logging.getLogger(__name__)
@@ -221,8 +221,9 @@ class Trainer:
         """The evaluations so far as JSON lines, rewritten whole (they live in the checkpoint
         too), so a resumed run never repeats or loses a line."""
         if self.log_path is not None:
-            lines = "".join(json.dumps(r) + "\n" for r in self.evaluations)
-            atomic_write(self.log_path, lambda fh: fh.write(lines.encode()))
+            write_text_atomic(
+                self.log_path, "".join(json.dumps(r) + "\n" for r in self.evaluations)
+            )
 
     def run(self, stop_after: int | None = None) -> TrainingResult:
         """Train to the end (or stop after `stop_after` iterations, for tests of resume)."""
