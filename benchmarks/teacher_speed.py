@@ -29,10 +29,13 @@ BATCH, N_STEPS, N_SAMPLES = 512, 128, 10_000
 AUTHORS = {"train_step_s": (0.33, 0.45), "sample_10k_s": 1.17}
 
 
-def textbook_control(control: Control, x: torch.Tensor, t: float, score) -> torch.Tensor:
+def textbook_control(
+    control: Control, x: torch.Tensor, t: float, score, d: float | None = None
+) -> torch.Tensor:
     tt = torch.full((x.shape[0],), t)
+    dd = None if d is None else torch.full((x.shape[0],), d)
     c = control.clip_net
-    net = torch.clamp(control.net(x, tt), -c, c)
+    net = torch.clamp(control.net(x, tt, dd), -c, c)
     weight = (
         control.schedule.sigma(tt)[:, None] * torch.clamp(control.score_weight(tt), -c, c)[:, None]
     )
@@ -41,14 +44,18 @@ def textbook_control(control: Control, x: torch.Tensor, t: float, score) -> torc
     return net + weight * torch.clamp(mix, -control.clip_score, control.clip_score)
 
 
-def textbook_rnd(control, target, prior, grid, n, gen, grad: bool) -> torch.Tensor:
+def textbook_rnd(control, target, prior, grid, n, gen, grad: bool, d=None, keep=None):
+    """The RND of n paths, step by step; `d` conditions a step-conditioned control and `keep`
+    (a list) collects the detached states."""
     schedule = control.schedule
     x = prior.sample(n, gen)
     rnd = prior.log_prob(x)
     with torch.set_grad_enabled(grad):
         for k in range(len(grid) - 1):
             t, dt = float(grid[k]), float(grid[k + 1] - grid[k])
-            u = textbook_control(control, x, t, None if t == 0 else target.score(x))
+            if keep is not None:
+                keep.append(x)
+            u = textbook_control(control, x, t, None if t == 0 else target.score(x), d)
             xi = torch.randn(x.shape, generator=gen)
             rnd = rnd + (u * (u.detach() - 0.5 * u)).sum(1) * dt + math.sqrt(dt) * (u * xi).sum(1)
             drift = 0.5 * schedule.beta(t) * x + schedule.sigma(t) * u.detach()

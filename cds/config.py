@@ -140,6 +140,9 @@ class SCDSParams(_Strict):
     clip: ClipParams = ClipParams()
     lambda_s: Annotated[float, Field(ge=0)] = 1.0
     lambda_sc: Annotated[float, Field(ge=0)] = 1.0
+    #: "joint": one Adam step on λ_S·L_S + λ_SC·L_SC (paper, Algorithm 2); "alternating": the
+    #: authors' implementation, one step on each in turn.
+    update: Literal["joint", "alternating"] = "joint"
     optim: OptimParams = OptimParams(iterations=1500, ema_window=300)
 
     @field_validator("n_steps")

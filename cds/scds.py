@@ -55,7 +55,10 @@ def draw_shortcut_pairs(
 
 @dataclass
 class SelfConsistencyObjective:
-    """One SCDS iteration: λ_S·L_S + λ_SC·L_SC in a single optimizer step (spec §5 (a)–(d))."""
+    """One SCDS iteration (spec §5 (a)–(d)): λ_S·L_S + λ_SC·L_SC in one optimizer step
+    (`update: joint`, the paper's Algorithm 2), or the authors' two sequential steps, first on
+    λ_S·L_S, then on λ_SC·L_SC recomputed with the updated θ from the same detached states
+    (`update: alternating`). Either way the scheduler, clips and EMA advance once per iteration."""
 
     control: Control
     target: Target
@@ -84,13 +87,19 @@ class SelfConsistencyObjective:
         t = self.grid[start]
         half = self.grid[start + 2**j] - t
         full = self.grid[start + 2 ** (j + 1)] - t
-        with torch.no_grad():
-            mid = pf_ode_step(self.control, self.target, x, t, half)
-            goal = pf_ode_step(self.control, self.target, mid, t + half, half)
-        pred = pf_ode_step(self.control, self.target, x, t, full)
-        loss_sc = (pred - goal).square().mean() / self.control.dim
-        loss = p.lambda_s * loss_s + p.lambda_sc * loss_sc
-        return loss, {"dropped_paths": dropped}
+
+        def self_consistency() -> Tensor:
+            with torch.no_grad():
+                mid = pf_ode_step(self.control, self.target, x, t, half)
+                goal = pf_ode_step(self.control, self.target, mid, t + half, half)
+            pred = pf_ode_step(self.control, self.target, x, t, full)
+            return p.lambda_sc * (pred - goal).square().mean() / self.control.dim
+
+        info: dict[str, Any] = {"dropped_paths": dropped}
+        if p.update == "alternating":
+            info["follow_up"] = self_consistency
+            return p.lambda_s * loss_s, info
+        return p.lambda_s * loss_s + self_consistency(), info
 
 
 def train_scds(

@@ -18,6 +18,7 @@ from torch import Tensor, nn
 from cds.checkpoints import CheckpointError, load_checkpoint
 from cds.networks import ConsistencyStudent, Control
 from cds.samplers import (
+    WeightedSamples,
     coarse_indices,
     consistency_times_to_go,
     sample_consistency,
@@ -109,25 +110,47 @@ class ShortcutSampler(_ControlSampler):
 
 
 class DiffusionSampler(_ControlSampler):
-    """DIS: the N-step Euler–Maruyama SDE sampler (spec §3); the 128-step baseline."""
+    """The N-step Euler–Maruyama SDE sampler (spec §3): the DIS teacher (the 128-step baseline),
+    or an SCDS control run as a diffusion sampler with its base step d = T/N (spec §5)."""
 
-    method = "dis"
+    def __init__(
+        self,
+        control: Control,
+        target: Target,
+        prior: StandardNormalPrior,
+        n_steps: int,
+        step_size: float | None = None,
+    ):
+        super().__init__(control, target, prior, n_steps)
+        self.step_size = step_size
+        self.method = "dis" if step_size is None else "scds-sde"
+
+    def weighted_samples(self, n: int, generator: torch.Generator | None = None) -> WeightedSamples:
+        """n samples with their log importance weights −R (spec §3)."""
+        _check_n(n)
+        return sample_sde(
+            self.control, self.target, self.prior, self.grid, n, generator, self.step_size
+        )
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
-        _check_n(n)
-        return sample_sde(self.control, self.target, self.prior, self.grid, n, generator).samples
+        return self.weighted_samples(n, generator).samples
 
 
-def sampler_from_checkpoint(path: str | Path, n_steps: int | None = None) -> Sampler:
+def sampler_from_checkpoint(
+    path: str | Path, n_steps: int | None = None, sde: bool = False
+) -> Sampler:
     """The sampler stored in a finished training checkpoint (teacher, CDDS or SCDS).
 
     `n_steps` picks the CDDS or SCDS budget (default 1) or the DIS step count (default: the
-    trained one)."""
+    trained one). `sde=True` turns an SCDS checkpoint into its N-step diffusion sampler (the
+    trained grid and base step, spec §5), whose SDE weights are valid at K = N."""
     from cds.cdds import STUDENT_KIND, load_student
     from cds.dis import TEACHER_KIND, load_teacher
     from cds.scds import SCDS_KIND, load_scds
 
     kind = load_checkpoint(path).get("kind")
+    if sde and kind != SCDS_KIND:
+        raise ValueError(f"{path}: sde=True needs an SCDS checkpoint, this one is {kind!r}")
     if kind == STUDENT_KIND:
         student, config = load_student(path)
         n_fine, n_coarse = int(config["cdds"]["n_fine"]), int(config["cdds"]["n_coarse"])
@@ -142,7 +165,10 @@ def sampler_from_checkpoint(path: str | Path, n_steps: int | None = None) -> Sam
         if n_steps is not None and n_steps > trained:
             raise ValueError(f"n_steps = {n_steps}: this SCDS was trained for at most {trained}")
         target = _target(config)
-        return ShortcutSampler(control, target, _prior(config, target.dim), n_steps or 1)
+        prior = _prior(config, target.dim)
+        if sde:
+            return DiffusionSampler(control, target, prior, trained, control.schedule.T / trained)
+        return ShortcutSampler(control, target, prior, n_steps or 1)
     if kind == TEACHER_KIND:
         control, config = load_teacher(path)
         target = _target(config)

@@ -2,15 +2,17 @@
 
 One iteration: set the clip values for this iteration → loss → backward → skip rule (non-finite
 loss or gradient: no optimizer, scheduler or EMA update, counted) → global-norm gradient clip →
-one Adam step → one LR-scheduler step → EMA update. The LR schedule, clip schedule and EMA all
-advance once per iteration (spec pitfall 2), whatever the objective.
+one Adam step → one LR-scheduler step → EMA update. An objective may hand back a follow-up loss
+(SCDS's alternating update), which gets a second Adam step after the first. The LR schedule, clip
+schedule and EMA all advance once per iteration (spec pitfall 2), whatever the objective.
 
 EMA (the weights used for evaluation and saved as "the model"): during the last `ema_window`
 iterations, every `ema_every`-th iteration, shadow ← γ_e·shadow + (1 − γ_e)·θ with
 γ_e = min(1 − (1 + e)^(−0.9), 0.9999), e = iterations since the EMA start; before it, shadow = θ.
 
 Checkpoints are atomic and hold the model, the EMA shadow, optimizer, scheduler, the simulation
-generator's state, the loss history and counters; a run resumes from one only if it was written
+generator's state, the loss history, counters and the training wall time (iterations only,
+summed across resumes); a run resumes from one only if it was written
 for the same configuration fingerprint, so a checkpoint of other params is never silently reused.
 """
 
@@ -20,6 +22,7 @@ import copy
 import json
 import logging
 import math
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,8 +37,10 @@ from cds.config import ClipParams, OptimParams
 
 log = logging.getLogger(__name__)
 
-#: An objective maps (iteration, generator) to a scalar loss and a dict of float diagnostics.
-Objective = Callable[[int, torch.Generator], tuple[Tensor, dict[str, float]]]
+#: An objective maps (iteration, generator) to a scalar loss and a dict of diagnostics: float
+#: counters, and optionally "follow_up", a callable giving a second loss to take a second
+#: optimizer step on after the first.
+Objective = Callable[[int, torch.Generator], tuple[Tensor, dict[str, Any]]]
 #: An evaluation maps (EMA model, iteration) to a dict of metrics.
 Evaluation = Callable[[nn.Module, int], dict[str, Any]]
 
@@ -56,6 +61,7 @@ class TrainingResult:
     skipped: int
     dropped_paths: int
     iterations: int
+    train_seconds: float = 0.0
     evaluations: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -105,6 +111,7 @@ class Trainer:
         self.losses: list[float] = []
         self.skipped = 0
         self.dropped_paths = 0
+        self.train_seconds = 0.0
         self.evaluations: list[dict[str, Any]] = []
 
     # --------------------------------------------------------------------- state
@@ -125,6 +132,7 @@ class Trainer:
             "losses": list(self.losses),
             "skipped": self.skipped,
             "dropped_paths": self.dropped_paths,
+            "train_seconds": self.train_seconds,
             "evaluations": json.dumps(self.evaluations),
         }
 
@@ -145,6 +153,7 @@ class Trainer:
         self.losses = list(payload["losses"])
         self.skipped = int(payload["skipped"])
         self.dropped_paths = int(payload["dropped_paths"])
+        self.train_seconds = float(payload.get("train_seconds", 0.0))
         self.evaluations = json.loads(payload["evaluations"])
 
     def try_resume(self) -> bool:
@@ -190,23 +199,38 @@ class Trainer:
             value = self.clip.value_at(iteration)
             self.model.set_clips(value, value)  # type: ignore[operator]
 
-    def _iteration(self, iteration: int) -> tuple[float, bool]:
-        self._set_clips(iteration)
-        loss, info = self.objective(iteration, self.generator)
-        self.dropped_paths += int(info.get("dropped_paths", 0))
-        value = float(loss.detach())
-        if not math.isfinite(value):
-            return value, False
+    def _optimizer_step(self, loss: Tensor) -> bool:
+        """Backward, finiteness check, global-norm gradient clip and one Adam step; False (and
+        no step) when the loss or a gradient is non-finite."""
+        if not math.isfinite(float(loss.detach())):
+            return False
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         grads = [p.grad for p in self.model.parameters() if p.grad is not None]
         if not all(bool(torch.isfinite(g).all()) for g in grads):
-            return value, False
+            return False
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.optim.grad_clip)
         self.optimizer.step()
-        self.scheduler.step()
-        self._update_ema(iteration)
-        return value, True
+        return True
+
+    def _iteration(self, iteration: int) -> tuple[float, bool]:
+        """One iteration: one optimizer step, or two when the objective hands back a follow-up
+        loss (computed after the first step, e.g. SCDS's alternating update). The LR scheduler
+        and the EMA advance once per iteration, and only when every step was applied."""
+        self._set_clips(iteration)
+        loss, info = self.objective(iteration, self.generator)
+        self.dropped_paths += int(info.get("dropped_paths", 0))
+        value = float(loss.detach())
+        applied = self._optimizer_step(loss)
+        follow_up = info.get("follow_up")
+        if follow_up is not None:
+            second = follow_up()
+            value += float(second.detach())
+            applied = self._optimizer_step(second) and applied
+        if applied:
+            self.scheduler.step()
+            self._update_ema(iteration)
+        return value, applied
 
     def _evaluate(self, iteration: int) -> None:
         if self.evaluation is None:
@@ -239,7 +263,9 @@ class Trainer:
         stop = total if stop_after is None else min(total, self.step + stop_after)
         while self.step < stop:
             iteration = self.step
+            started = time.perf_counter()
             value, applied = self._iteration(iteration)
+            self.train_seconds += time.perf_counter() - started
             self.losses.append(value)
             if not applied:
                 self.skipped += 1
@@ -266,5 +292,6 @@ class Trainer:
             skipped=self.skipped,
             dropped_paths=self.dropped_paths,
             iterations=self.step,
+            train_seconds=self.train_seconds,
             evaluations=self.evaluations,
         )

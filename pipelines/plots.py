@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -43,22 +44,37 @@ def plot_samples(
 
 def plot_budget_curve(
     path: str | Path,
-    rows: list[dict[str, float]],
+    rows: list[dict[str, Any]],
     floor: float,
     teacher: float | None,
     title: str,
 ) -> Path:
-    """Paper Sinkhorn against NFE (log2 axis), with the noise floor and the teacher's value."""
-    fig, ax = plt.subplots(figsize=(6, 4))
-    ax.plot([r["nfe"] for r in rows], [r["sinkhorn"] for r in rows], "o-", label="student")
-    ax.axhline(floor, color="grey", ls="--", label="noise floor")
+    """Left: paper Sinkhorn against NFE (log2 axis) with the noise floor and the teacher's value.
+    Right, where the points have valid weights: IS |Δlog Z| and ESS against NFE. Points of an
+    SDE sampler (SCDS at K = N) are drawn as separate markers."""
+    flows = [r for r in rows if not str(r.get("method", "")).endswith("-sde")]
+    sdes = [r for r in rows if str(r.get("method", "")).endswith("-sde")]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    left.plot([r["nfe"] for r in flows], [r["sinkhorn"] for r in flows], "o-", label="student")
+    for r in sdes:
+        left.plot(r["nfe"], r["sinkhorn"], "s", color="tab:red", label="student, SDE")
+    left.axhline(floor, color="grey", ls="--", label="noise floor")
     if teacher is not None:
-        ax.axhline(teacher, color="tab:green", ls=":", label="teacher (128 SDE steps)")
-    ax.set_xscale("log", base=2)
-    ax.set_xlabel("network evaluations per sample (NFE)")
-    ax.set_ylabel("paper Sinkhorn")
-    ax.set_title(title)
-    ax.legend()
+        left.axhline(teacher, color="tab:green", ls=":", label="teacher (N SDE steps)")
+    left.set_ylabel("paper Sinkhorn")
+    left.legend()
+    for key, style, label in (("abs_dlogZ_is", "o-", "|Δlog Z| (IS)"), ("ess", "^--", "ESS")):
+        pts = [r for r in rows if r.get(key) is not None]
+        if pts:
+            right.plot([r["nfe"] for r in pts], [r[key] for r in pts], style, label=label)
+    right.set_yscale("log")
+    right.set_ylabel("|Δlog Z| and normalized ESS")
+    if right.lines:
+        right.legend()
+    for ax in (left, right):
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("network evaluations per sample (NFE)")
+    fig.suptitle(title)
     fig.tight_layout()
     try:
         return save_png_atomic(path, fig)

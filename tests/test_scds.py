@@ -192,3 +192,42 @@ def test_objective_combines_both_losses():
     control.zero_grad()
     loss.backward()
     assert control.net.step_embedding.mlp[0].weight.grad.abs().sum() > 0
+
+
+def test_alternating_update_takes_two_steps_but_advances_schedules_once(tmp_path):
+    """`update: alternating` (the authors' two optimizer steps): the first loss is λ_S·L_S, the
+    follow-up is λ_SC·L_SC on the same paths and pairs; Adam steps twice per iteration while
+    the LR scheduler advances once (spec §5 (d), pitfall 2)."""
+    params = load_params(None, ["scds.n_steps=8", "scds.optim.batch_size=16"])
+    torch.manual_seed(0)
+    control = Control(2, VPSchedule(), step_conditioned=True)
+    with torch.no_grad():
+        control.net.output.weight.normal_(0, 0.1)
+
+    def objective(**update):
+        cfg = params.scds.model_copy(update=update)
+        return SelfConsistencyObjective(
+            control, get_target("gmm9"), StandardNormalPrior(2), uniform_grid(8), cfg
+        )
+
+    joint, _ = objective(update="joint")(0, torch.Generator().manual_seed(0))
+    sampling_only, _ = objective(update="joint", lambda_sc=0.0)(0, torch.Generator().manual_seed(0))
+    first, info = objective(update="alternating")(0, torch.Generator().manual_seed(0))
+    torch.testing.assert_close(first, sampling_only)
+    torch.testing.assert_close(first + info["follow_up"](), joint)
+
+    steps = load_params(
+        None,
+        [
+            "scds.n_steps=8",
+            "scds.update=alternating",
+            "scds.optim.iterations=3",
+            "scds.optim.batch_size=16",
+            "scds.optim.ema_window=2",
+        ],
+    )
+    train_scds(steps, get_target("gmm9"), tmp_path / "a.pt", progress=False)
+    payload = torch.load(tmp_path / "a.pt", weights_only=True)
+    assert payload["skipped"] == 0
+    assert {int(s["step"]) for s in payload["optimizer"]["state"].values()} == {6}
+    assert payload["scheduler"]["last_epoch"] == 3

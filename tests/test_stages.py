@@ -9,7 +9,9 @@ import pytest
 import torch
 
 from cds.config import load_params
+from cds.evaluation import log_weights
 from cds.serving import ConsistencySampler, ShortcutSampler, sampler_from_checkpoint
+from cds.targets import get_target
 from pipelines.evaluation import run_evaluate
 from pipelines.layout import Layout
 from pipelines.stages import (
@@ -32,8 +34,15 @@ def test_scds_pipeline_needs_no_fragments_and_traces_its_budget_curve(tmp_path):
     metrics = json.loads(layout.metrics.read_text())
     assert metrics["method"] == "scds" and metrics["nfe"] == 1
     curve = json.loads(layout.budget_curve.read_text())["budget_curve"]
-    assert [p["nfe"] for p in curve] == [1, 2, 4]
-    assert all(p["sinkhorn"] > 0 for p in curve)
+    report = json.loads(layout.report.read_text())
+    assert [(p["method"], p["nfe"]) for p in curve] == [("scds", 1), ("scds", 2), ("scds", 4)]
+    sde = report["student_sde"]
+    assert (sde["method"], sde["nfe"]) == ("scds-sde", 4)
+    for point in [*curve, sde]:  # every budget: a Sinkhorn value, valid-weight log Z and ESS
+        assert point["sinkhorn"] > 0 and point["abs_dlogZ_is"] >= 0 and 0 < point["ess"] <= 1
+    assert report["training"]["student"]["iterations"] == params.scds.optim.iterations
+    assert metrics["train_seconds"] > 0 and metrics["teacher_train_seconds"] > 0
+    assert report["teacher_one_step"]["nfe"] == 1 and report["teacher"]["nfe"] == 16
     for name in ("student_samples.png", "teacher_samples.png", "budget_curve.png"):
         assert (layout.plots_dir / name).read_bytes()[:4] == b"\x89PNG"
 
@@ -54,6 +63,11 @@ def test_cdds_sampler_takes_k_steps_and_is_seeded(trained_project):
     assert not torch.equal(a, two.sample(5, torch.Generator().manual_seed(1)))
     with pytest.raises(ValueError, match="n must be a positive integer"):
         one.sample(0)
+    gmm9 = get_target("gmm9")
+    assert log_weights(one, gmm9, 50, 0).shape == (50,)
+    assert log_weights(two, gmm9, 50, 0) is None  # re-noising: no deterministic-flow weight
+    with pytest.raises(ValueError, match="sde=True needs an SCDS checkpoint"):
+        sampler_from_checkpoint(student, sde=True)
 
 
 def test_stages_refuse_outputs_made_for_other_params(trained_copy):
