@@ -12,8 +12,8 @@ iterations, every `ema_every`-th iteration, shadow ← γ_e·shadow + (1 − γ_
 
 Checkpoints are atomic and hold the model, the EMA shadow, optimizer, scheduler, the simulation
 generator's state, the loss history, counters and the training wall time (iterations only,
-summed across resumes); a run resumes from one only if it was written
-for the same configuration fingerprint, so a checkpoint of other params is never silently reused.
+summed across resumes); a run resumes from one only if it was written for the same
+configuration fingerprint, so a checkpoint of other params is never silently reused.
 """
 
 from __future__ import annotations

@@ -42,8 +42,9 @@ HEADLINE = (
 
 
 #: Backward passes per sample allowed for a budget-curve point's exact flow log-dets (D per
-#: step): gmm9 gets weights at every K ≤ 128, mw54 up to K = 32, mw52 up to K = 4; the
-#: K = 128 point on gmm9 takes about 30 s at n = 6000 on 2 cores.
+#: step); beyond it the point gets the Hutchinson estimate. gmm9 gets exact weights at every
+#: K ≤ 128, mw54 up to K = 32, mw52 up to K = 4; the K = 128 point on gmm9 takes about 30 s at
+#: n = 6000 on 2 cores.
 CURVE_JACOBIAN_PASSES = 256
 
 
@@ -132,6 +133,7 @@ def run_evaluate(params: Params, layout: Layout, progress: bool = True) -> dict[
 CURVE_KEYS = (
     "method",
     "nfe",
+    "weights",
     "sinkhorn",
     "sinkhorn_ratio",
     "abs_dlogZ_is",

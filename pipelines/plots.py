@@ -64,9 +64,12 @@ def plot_budget_curve(
     left.set_ylabel("paper Sinkhorn")
     left.legend()
     for key, style, label in (("abs_dlogZ_is", "o-", "|Δlog Z| (IS)"), ("ess", "^--", "ESS")):
-        pts = [r for r in rows if r.get(key) is not None]
+        pts = [r for r in flows if r.get(key) is not None]
         if pts:
             right.plot([r["nfe"] for r in pts], [r[key] for r in pts], style, label=label)
+        for r in sdes:
+            if r.get(key) is not None:
+                right.plot(r["nfe"], r[key], style[0], color="tab:red", label=f"{label}, SDE")
     right.set_yscale("log")
     right.set_ylabel("|Δlog Z| and normalized ESS")
     if right.lines:

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from cds.config import load_params
-from cds.evaluation import log_weights
+from cds.evaluation import log_weights, weight_estimator
 from cds.serving import ConsistencySampler, ShortcutSampler, sampler_from_checkpoint
 from cds.targets import get_target
 from pipelines.evaluation import run_evaluate
@@ -40,6 +40,7 @@ def test_scds_pipeline_needs_no_fragments_and_traces_its_budget_curve(tmp_path):
     assert (sde["method"], sde["nfe"]) == ("scds-sde", 4)
     for point in [*curve, sde]:  # every budget: a Sinkhorn value, valid-weight log Z and ESS
         assert point["sinkhorn"] > 0 and point["abs_dlogZ_is"] >= 0 and 0 < point["ess"] <= 1
+    assert [p["weights"] for p in curve] == ["exact_logdet"] * 3 and sde["weights"] == "sde"
     assert report["training"]["student"]["iterations"] == params.scds.optim.iterations
     assert metrics["train_seconds"] > 0 and metrics["teacher_train_seconds"] > 0
     assert report["teacher_one_step"]["nfe"] == 1 and report["teacher"]["nfe"] == 16
@@ -48,6 +49,9 @@ def test_scds_pipeline_needs_no_fragments_and_traces_its_budget_curve(tmp_path):
 
     sampler = sampler_from_checkpoint(layout.student, 4)
     assert isinstance(sampler, ShortcutSampler) and sampler.nfe == 4
+    gmm9 = get_target("gmm9")  # 4 steps × D = 2 passes exceed a limit of 4: Hutchinson instead
+    assert weight_estimator(sampler, gmm9, max_jacobian_passes=4) == "hutchinson"
+    assert torch.isfinite(log_weights(sampler, gmm9, 20, 0, max_jacobian_passes=4)).all()
     x = sampler.sample(7, torch.Generator().manual_seed(0))
     assert x.shape == (7, 2) and torch.isfinite(x).all()
     with pytest.raises(ValueError, match="trained for at most 4"):
