@@ -55,29 +55,23 @@ def main(iterations: int | None) -> None:
             train_scds(params, target, path, progress=False)
             train_s = time.perf_counter() - start
             n_steps = params.scds.n_steps
-            curve = []
-            k = 1
-            while k <= n_steps:
-                sampler = sampler_from_checkpoint(path, k)
+
+            def score(sampler, kind: str) -> dict:
                 x = sampler.sample(SIZES[0], torch.Generator().manual_seed(8))
-                point = {
-                    "nfe": k,
-                    "sampler": "ode",
-                    "sinkhorn_6000": paper_sinkhorn(x, refs[SIZES[0]]).value,
+                value = paper_sinkhorn(x, refs[SIZES[0]]).value
+                return {
+                    "nfe": sampler.nfe,
+                    "sampler": kind,
+                    "sinkhorn_6000": value,
+                    "ratio_6000": value / teacher_val[SIZES[0]],
+                    **log_z_report(log_weights(sampler, target, SIZES[0], 9), target.log_Z),
                 }
-                point["ratio_6000"] = point["sinkhorn_6000"] / teacher_val[SIZES[0]]
-                point.update(log_z_report(log_weights(sampler, target, SIZES[0], 9), target.log_Z))
-                curve.append(point)
-                k *= 2
-            sde = sampler_from_checkpoint(path, sde=True)
-            x = sde.sample(SIZES[0], torch.Generator().manual_seed(8))
-            sde_point = {
-                "nfe": n_steps,
-                "sampler": "sde",
-                "sinkhorn_6000": paper_sinkhorn(x, refs[SIZES[0]]).value,
-                **log_z_report(log_weights(sde, target, SIZES[0], 9), target.log_Z),
-            }
-            sde_point["ratio_6000"] = sde_point["sinkhorn_6000"] / teacher_val[SIZES[0]]
+
+            curve = [
+                score(sampler_from_checkpoint(path, 2**i), "ode")
+                for i in range(n_steps.bit_length())
+            ]
+            sde_point = score(sampler_from_checkpoint(path, sde=True), "sde")
             one = sampler_from_checkpoint(path, 1).sample(
                 SIZES[1], torch.Generator().manual_seed(8)
             )
