@@ -54,8 +54,8 @@ def main() -> None:
         def run() -> None:
             loss, info = objective(0, gen)
             step(loss)
-            if "follow_up" in info:
-                step(info["follow_up"]())
+            for follow_up in info.get("follow_ups", ()):
+                step(follow_up())
 
         return run
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,10 +29,10 @@ from cds.checkpoints import (
 )
 from cds.config import CDDSParams, Params
 from cds.dis import fingerprint, make_schedule, run_config
-from cds.flows import log_abs_det_jacobian
+from cds.flows import batch_jacobian, log_abs_det_jacobian
 from cds.losses import consistency_loss
 from cds.metrics import log_z_report, paper_sinkhorn
-from cds.networks import ConsistencyStudent, Control
+from cds.networks import ConsistencyStudent, Control, consistency_scalings
 from cds.samplers import coarse_indices, pf_ode_states
 from cds.sde import uniform_grid
 from cds.targets.base import Target
@@ -251,7 +252,7 @@ def train_student(
         fingerprint=fingerprint(config),
         checkpoint_path=checkpoint_path,
         metadata={"config": json.dumps(config), "dim": target.dim},
-        evaluation=evaluation if target.dim <= 100 else None,
+        evaluation=evaluation,
         eval_every=cfg.eval_every,
         log_path=log_path,
         progress=progress,
@@ -272,9 +273,40 @@ def one_step_log_weights(
     x0 = prior.sample(n, generator)
     with torch.no_grad():
         x = student(x0, student.T)
-    logdet, sign = log_abs_det_jacobian(lambda v: student(v, student.T), x0)
+    logdet, sign = one_step_log_abs_det(student, x0)
     log_w = target.log_prob(x).double() - prior.log_prob(x0).double() + logdet
     return x, log_w, sign
+
+
+def one_step_log_abs_det(
+    student: ConsistencyStudent, x0: Tensor, chunk: int = 1024
+) -> tuple[Tensor, Tensor]:
+    """Exact log|det ∂f/∂x₀| and det sign of the one-step map f(x₀) = c_s·x₀ + c_o·G(W·x₀ + e),
+    for any dimension D (spec §6).
+
+    G is the network after its input layer W (width w × D), so ∂f/∂x₀ = c_s·I_D + c_o·J_G·W with
+    J_G = ∂G/∂h (D × w). Sylvester's identity det(I_D + A·B) = det(I_w + B·A) gives
+    det ∂f/∂x₀ = c_s^D · det(I_w + (c_o/c_s)·W·J_G): a w × w determinant of the Jacobian of
+    h ↦ W·G(h), w backward passes per sample instead of D. Used when D > w (c_s > 0 for τ > 0);
+    below that the full D × D Jacobian is as cheap.
+    """
+    tau = torch.tensor([student.T], dtype=x0.dtype)
+    net = student.net
+    width = net.input.out_features
+    if x0.shape[1] <= width:
+        return log_abs_det_jacobian(lambda v: student(v, student.T), x0, chunk)
+    c_skip, c_out = (float(c) for c in consistency_scalings(tau))
+    with torch.no_grad():
+        h = net.input(x0) + net.embed(tau)
+    weight = net.input.weight.detach()
+    signs, logdets = [], []
+    eye = torch.eye(width, dtype=torch.float64)
+    for start in range(0, len(h), chunk):
+        jac = batch_jacobian(lambda v: net.head(v) @ weight.T, h[start : start + chunk])
+        sign, logdet = torch.linalg.slogdet(eye + (c_out / c_skip) * jac.detach().double())
+        signs.append(sign)
+        logdets.append(logdet + x0.shape[1] * math.log(c_skip))
+    return torch.cat(logdets), torch.cat(signs)
 
 
 def one_step_weights_report(

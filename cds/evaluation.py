@@ -3,8 +3,10 @@ sample quality against exact reference samples beside the noise floor (spec §6,
 
 Weights by method: DIS (and SCDS run as an SDE) use −R of the SDE paths (spec §3); one-step CDDS
 and K-step SCDS use the deterministic-flow weights log ρ(x_K) − log p_prior(x_0) +
-log|det ∂x_K/∂x_0| with exact Jacobians (spec §6) when D ≤ `MAX_EXACT_DIM`; an SCDS flow too
-costly for exact log-dets gets the Hutchinson trace estimate instead.
+log|det ∂x_K/∂x_0| with exact Jacobians (spec §6): one-step CDDS in any dimension (a
+network-width-sized determinant, `cds.cdds.one_step_log_abs_det`), an SCDS flow when
+D ≤ `MAX_EXACT_DIM`; an SCDS flow too costly for exact log-dets gets the Hutchinson trace
+estimate instead.
 """
 
 from __future__ import annotations
@@ -21,7 +23,8 @@ from cds.scds import flow_log_weights
 from cds.serving import ConsistencySampler, DiffusionSampler, Sampler, ShortcutSampler
 from cds.targets.base import Target
 
-#: Largest dimension for which exact-Jacobian flow weights are computed (D×D per sample).
+#: Largest dimension for which an SCDS flow's exact-Jacobian weights are computed (D×D per
+#: sample and step).
 MAX_EXACT_DIM = 100
 
 
@@ -39,11 +42,11 @@ def weight_estimator(
     deterministic-flow weights with exact Jacobians), "hutchinson" (a K-step SCDS flow whose
     exact log-dets would take more than `max_jacobian_passes` backward passes per sample, D per
     step: the first-order trace form with one Rademacher probe per step, spec §6), or None:
-    multistep CDDS (re-noising makes it stochastic) and D > MAX_EXACT_DIM for one-step CDDS."""
+    multistep CDDS (re-noising makes it stochastic)."""
     if isinstance(sampler, DiffusionSampler):
         return "sde"
     if isinstance(sampler, ConsistencySampler):
-        return "exact_logdet" if sampler.nfe == 1 and target.dim <= MAX_EXACT_DIM else None
+        return "exact_logdet" if sampler.nfe == 1 else None
     if isinstance(sampler, ShortcutSampler):
         passes = target.dim * sampler.nfe
         exact = target.dim <= MAX_EXACT_DIM and (

@@ -107,7 +107,10 @@ class MainNetwork(nn.Module):
 
     def body(self, x: Tensor, embedding: Tensor) -> Tensor:
         """The network given a precomputed embedding broadcastable to x's leading shape."""
-        h = self.input(x) + embedding
+        return self.head(self.input(x) + embedding)
+
+    def head(self, h: Tensor) -> Tensor:
+        """Everything after the input layer: first pre-activation h (…, W) → output (…, D)."""
         for layer in self.hidden:
             h = layer(self.act(h))
         return self.output(self.act(h))

@@ -81,24 +81,27 @@ class SelfConsistencyObjective:
         loss_s, dropped = log_variance_loss(
             path_rnd(self.control, paths, self.grid, base_step), self.control.dim
         )
-        j, start = draw_shortcut_pairs(len(self.grid) - 1, p.optim.batch_size, generator)
-        rows = torch.arange(p.optim.batch_size)
-        x = paths.states[start, rows]
-        t = self.grid[start]
-        half = self.grid[start + 2**j] - t
-        full = self.grid[start + 2 ** (j + 1)] - t
+        states = paths.states.detach()
 
         def self_consistency() -> Tensor:
+            """λ_SC·L_SC on fresh (d, t) pairs from this iteration's detached states."""
+            j, start = draw_shortcut_pairs(len(self.grid) - 1, p.optim.batch_size, generator)
+            x = states[start, torch.arange(p.optim.batch_size)]
+            t = self.grid[start]
+            half = self.grid[start + 2**j] - t
+            full = self.grid[start + 2 ** (j + 1)] - t
             with torch.no_grad():
                 mid = pf_ode_step(self.control, self.target, x, t, half)
                 goal = pf_ode_step(self.control, self.target, mid, t + half, half)
             pred = pf_ode_step(self.control, self.target, x, t, full)
             return p.lambda_sc * (pred - goal).square().mean() / self.control.dim
 
+        extra = [self_consistency] * p.sc_extra_steps
         info: dict[str, Any] = {"dropped_paths": dropped}
         if p.update == "alternating":
-            info["follow_up"] = self_consistency
+            info["follow_ups"] = [self_consistency, *extra]
             return p.lambda_s * loss_s, info
+        info["follow_ups"] = extra
         return p.lambda_s * loss_s + self_consistency(), info
 
 

@@ -38,8 +38,8 @@ from cds.config import ClipParams, OptimParams
 log = logging.getLogger(__name__)
 
 #: An objective maps (iteration, generator) to a scalar loss and a dict of diagnostics: float
-#: counters, and optionally "follow_up", a callable giving a second loss to take a second
-#: optimizer step on after the first.
+#: counters, and optionally "follow_ups", callables each giving a further loss to take one more
+#: optimizer step on, in order, after the first (computed with the updated parameters).
 Objective = Callable[[int, torch.Generator], tuple[Tensor, dict[str, Any]]]
 #: An evaluation maps (EMA model, iteration) to a dict of metrics.
 Evaluation = Callable[[nn.Module, int], dict[str, Any]]
@@ -214,19 +214,19 @@ class Trainer:
         return True
 
     def _iteration(self, iteration: int) -> tuple[float, bool]:
-        """One iteration: one optimizer step, or two when the objective hands back a follow-up
-        loss (computed after the first step, e.g. SCDS's alternating update). The LR scheduler
-        and the EMA advance once per iteration, and only when every step was applied."""
+        """One iteration: one optimizer step, then one more per follow-up loss the objective
+        hands back (each computed after the step before it, e.g. SCDS's alternating update).
+        The LR scheduler and the EMA advance once per iteration, and only when every step was
+        applied."""
         self._set_clips(iteration)
         loss, info = self.objective(iteration, self.generator)
         self.dropped_paths += int(info.get("dropped_paths", 0))
         value = float(loss.detach())
         applied = self._optimizer_step(loss)
-        follow_up = info.get("follow_up")
-        if follow_up is not None:
-            second = follow_up()
-            value += float(second.detach())
-            applied = self._optimizer_step(second) and applied
+        for follow_up in info.get("follow_ups", ()):
+            further = follow_up()
+            value += float(further.detach())
+            applied = self._optimizer_step(further) and applied
         if applied:
             self.scheduler.step()
             self._update_ema(iteration)

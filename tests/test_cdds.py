@@ -12,6 +12,7 @@ from cds.cdds import (
     ConsistencyObjective,
     generate_fragments,
     load_bank,
+    one_step_log_abs_det,
     one_step_log_weights,
     save_bank,
 )
@@ -114,6 +115,20 @@ def test_log_det_jacobian_on_a_linear_map_and_divergences():
     gen = torch.Generator().manual_seed(0)
     est = hutchinson_divergence(lambda v: v @ a.T, x.repeat(4000, 1), 1, gen)
     assert float(est.mean()) == pytest.approx(float(torch.trace(a)), abs=0.05)
+
+
+def test_one_step_log_det_beyond_the_width_matches_the_full_jacobian():
+    # D = 20 > width 8: the w × w determinant (Sylvester's identity) must equal the D × D one,
+    # signs included, on a random (not near-identity) network.
+    torch.manual_seed(0)
+    student = ConsistencyStudent(20, T=1.0, width=8, depth=4).double()
+    for p in student.parameters():
+        torch.nn.init.normal_(p, std=0.5)
+    x0 = torch.randn(64, 20, dtype=torch.float64)
+    logdet, sign = one_step_log_abs_det(student, x0, chunk=16)
+    full_logdet, full_sign = log_abs_det_jacobian(lambda v: student(v, 1.0), x0)
+    torch.testing.assert_close(logdet, full_logdet, rtol=0, atol=1e-9)
+    assert torch.equal(sign, full_sign) and set(sign.tolist()) == {-1.0, 1.0}
 
 
 class AffineStudent(ConsistencyStudent):

@@ -214,7 +214,8 @@ def test_alternating_update_takes_two_steps_but_advances_schedules_once(tmp_path
     sampling_only, _ = objective(update="joint", lambda_sc=0.0)(0, torch.Generator().manual_seed(0))
     first, info = objective(update="alternating")(0, torch.Generator().manual_seed(0))
     torch.testing.assert_close(first, sampling_only)
-    torch.testing.assert_close(first + info["follow_up"](), joint)
+    (follow_up,) = info["follow_ups"]
+    torch.testing.assert_close(first + follow_up(), joint)
 
     steps = load_params(
         None,
@@ -230,4 +231,36 @@ def test_alternating_update_takes_two_steps_but_advances_schedules_once(tmp_path
     payload = torch.load(tmp_path / "a.pt", weights_only=True)
     assert payload["skipped"] == 0
     assert {int(s["step"]) for s in payload["optimizer"]["state"].values()} == {6}
+    assert payload["scheduler"]["last_epoch"] == 3
+
+
+def test_extra_self_consistency_steps_draw_fresh_pairs_and_count_as_adam_steps(tmp_path):
+    """`sc_extra_steps: 2`: two more optimizer steps per iteration on λ_SC·L_SC alone, each on
+    newly drawn (d, t) pairs; the LR scheduler still advances once per iteration."""
+    params = load_params(None, ["scds.n_steps=8", "scds.optim.batch_size=16"])
+    torch.manual_seed(0)
+    control = Control(2, VPSchedule(), step_conditioned=True)
+    with torch.no_grad():
+        control.net.output.weight.normal_(0, 0.1)
+    cfg = params.scds.model_copy(update={"sc_extra_steps": 2})
+    objective = SelfConsistencyObjective(
+        control, get_target("gmm9"), StandardNormalPrior(2), uniform_grid(8), cfg
+    )
+    _, info = objective(0, torch.Generator().manual_seed(0))
+    first, second = (float(f()) for f in info["follow_ups"])
+    assert first > 0 and second > 0 and first != second  # different pairs, same parameters
+
+    steps = load_params(
+        None,
+        [
+            "scds.n_steps=8",
+            "scds.sc_extra_steps=2",
+            "scds.optim.iterations=3",
+            "scds.optim.batch_size=16",
+            "scds.optim.ema_window=2",
+        ],
+    )
+    train_scds(steps, get_target("gmm9"), tmp_path / "x.pt", progress=False)
+    payload = torch.load(tmp_path / "x.pt", weights_only=True)
+    assert {int(s["step"]) for s in payload["optimizer"]["state"].values()} == {9}
     assert payload["scheduler"]["last_epoch"] == 3
