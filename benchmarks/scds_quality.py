@@ -1,6 +1,7 @@
 """SCDS quality on gmm9 against our own 128-step DIS teacher, measured in the same run, for the
-joint update (one Adam step on λ_S·L_S + λ_SC·L_SC, the default) and the authors' alternating
-update (two Adam steps per iteration; schedules still advance once).
+joint update (one Adam step on λ_S·L_S + λ_SC·L_SC, the default), the authors' alternating
+update (two Adam steps per iteration; schedules still advance once), and the joint update with
+8 extra self-consistency-only steps per iteration (`scds.sc_extra_steps`).
 
 For each: the paper Sinkhorn of the K-step ODE sampler for K = 1, 2, 4, …, N at n = 6000 and of
 K = 1 at n = 20,000, each beside the teacher's value on the same reference; log Z and ESS from
@@ -29,7 +30,11 @@ from cds.serving import sampler_from_checkpoint
 from cds.targets import get_target
 
 #: name → overrides of the scds params
-CONFIGS = {"joint": ["scds.update=joint"], "alternating": ["scds.update=alternating"]}
+CONFIGS = {
+    "joint": ["scds.update=joint"],
+    "alternating": ["scds.update=alternating"],
+    "joint + 8 SC steps": ["scds.update=joint", "scds.sc_extra_steps=8"],
+}
 SIZES = (6000, 20_000)
 
 
@@ -50,7 +55,7 @@ def main(iterations: int | None) -> None:
         }
         for label, overrides in CONFIGS.items():
             params = load_params(None, [*budget, *overrides])
-            path = Path(tmp) / f"{label}.pt"
+            path = Path(tmp) / f"{label.replace(' ', '_')}.pt"
             start = time.perf_counter()
             train_scds(params, target, path, progress=False)
             train_s = time.perf_counter() - start

@@ -120,7 +120,7 @@ class CDDSParams(_Strict):
     loss: Literal["mse", "pseudo_huber"] = "mse"
     target_network: Literal["stopgrad", "ema"] = "stopgrad"
     target_ema_decay: Annotated[float, Field(gt=0, lt=1)] = 0.999
-    #: "bank" (default): pairs drawn from the fragment stage's bank, 4.5× faster per step than
+    #: "bank" (default): pairs drawn from the fragment stage's bank, about 7× less CPU than
     #: "online" at equal quality (README, results); "refresh" rebuilds it every refresh_every.
     fragments: Literal["online", "bank", "refresh"] = "bank"
     #: "shared": one pair index per batch (paper); "all": every pair of every path.

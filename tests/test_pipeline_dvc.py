@@ -11,8 +11,19 @@ from pathlib import Path
 
 import yaml
 
+from cds.config import Params
 from pipelines.dvc import dvc, is_clean
 from pipelines.layout import STAGES, Layout
+
+PROJECT = Path(__file__).resolve().parents[1]
+
+
+def test_committed_params_file_holds_every_key_at_its_default():
+    """DVC reads each stage's params from params.yaml itself, so the committed file must hold
+    every key (a missing one makes `cds run` rewrite the file); it is the embedded default, so
+    its values are the model's defaults."""
+    committed = yaml.safe_load((PROJECT / "params.yaml").read_text())
+    assert committed == Params().model_dump(mode="json")
 
 
 def ran_stages(output: str) -> list[str]:

@@ -247,7 +247,7 @@ def test_extra_self_consistency_steps_draw_fresh_pairs_and_count_as_adam_steps(t
         control, get_target("gmm9"), StandardNormalPrior(2), uniform_grid(8), cfg
     )
     _, info = objective(0, torch.Generator().manual_seed(0))
-    first, second = (float(f()) for f in info["follow_ups"])
+    first, second = (float(f().detach()) for f in info["follow_ups"])
     assert first > 0 and second > 0 and first != second  # different pairs, same parameters
 
     steps = load_params(
