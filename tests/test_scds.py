@@ -217,21 +217,30 @@ def test_alternating_update_takes_two_steps_but_advances_schedules_once(tmp_path
     (follow_up,) = info["follow_ups"]
     torch.testing.assert_close(first + follow_up(), joint)
 
-    steps = load_params(
+    payload = train_three_iterations(tmp_path, "scds.update=alternating")
+    assert payload["skipped"] == 0
+    assert adam_steps(payload) == {6}
+    assert payload["scheduler"]["last_epoch"] == 3
+
+
+def train_three_iterations(tmp_path, *overrides: str) -> dict:
+    """The checkpoint of a 3-iteration gmm9 run on an 8-step grid, batch 16."""
+    params = load_params(
         None,
         [
             "scds.n_steps=8",
-            "scds.update=alternating",
             "scds.optim.iterations=3",
             "scds.optim.batch_size=16",
             "scds.optim.ema_window=2",
+            *overrides,
         ],
     )
-    train_scds(steps, get_target("gmm9"), tmp_path / "a.pt", progress=False)
-    payload = torch.load(tmp_path / "a.pt", weights_only=True)
-    assert payload["skipped"] == 0
-    assert {int(s["step"]) for s in payload["optimizer"]["state"].values()} == {6}
-    assert payload["scheduler"]["last_epoch"] == 3
+    train_scds(params, get_target("gmm9"), tmp_path / "run.pt", progress=False)
+    return torch.load(tmp_path / "run.pt", weights_only=True)
+
+
+def adam_steps(payload: dict) -> set[int]:
+    return {int(s["step"]) for s in payload["optimizer"]["state"].values()}
 
 
 def test_extra_self_consistency_steps_draw_fresh_pairs_and_count_as_adam_steps(tmp_path):
@@ -250,17 +259,6 @@ def test_extra_self_consistency_steps_draw_fresh_pairs_and_count_as_adam_steps(t
     first, second = (float(f().detach()) for f in info["follow_ups"])
     assert first > 0 and second > 0 and first != second  # different pairs, same parameters
 
-    steps = load_params(
-        None,
-        [
-            "scds.n_steps=8",
-            "scds.sc_extra_steps=2",
-            "scds.optim.iterations=3",
-            "scds.optim.batch_size=16",
-            "scds.optim.ema_window=2",
-        ],
-    )
-    train_scds(steps, get_target("gmm9"), tmp_path / "x.pt", progress=False)
-    payload = torch.load(tmp_path / "x.pt", weights_only=True)
-    assert {int(s["step"]) for s in payload["optimizer"]["state"].values()} == {9}
+    payload = train_three_iterations(tmp_path, "scds.sc_extra_steps=2")
+    assert adam_steps(payload) == {9}
     assert payload["scheduler"]["last_epoch"] == 3
