@@ -11,12 +11,14 @@ samples where the Jacobian sign flips, training time and steps, and one-step sam
 throughput. The online-fragment run (the paper's mode, the teacher's PF ODE integrated every
 step) against the bank at the same iterations gives the quality per CPU-second of the two.
 
-Run:  .venv/bin/python benchmarks/cdds_quality.py [target ...]
-(naming targets reruns only those and keeps the other rows of the results file)
+Run:  .venv/bin/python benchmarks/cdds_quality.py [target ...] [--configs LABEL ...]
+(naming targets or configurations reruns only those and keeps the other rows of the results
+file; a rerun trains the same seeded teacher, so its rows stay comparable)
 """
 
 from __future__ import annotations
 
+import argparse
 import sys
 import tempfile
 import time
@@ -53,6 +55,8 @@ CONFIGS = {
         True,
     ),
     "bank, 9 coarse, 60000 it": (["cdds.n_coarse=9", "cdds.optim.iterations=60000"], True),
+    "bank, 5 coarse, 100000 it, EMA over the last 20000": (["cdds.optim.ema_window=20000"], True),
+    "bank, 5 coarse, 150000 it": (["cdds.optim.iterations=150000"], True),
 }
 #: Other targets run the default configuration only.
 DEFAULT_CONFIG = "bank, 5 coarse, 100000 it (default)"
@@ -60,7 +64,10 @@ DEFAULT_CONFIG = "bank, 5 coarse, 100000 it (default)"
 TEACHER = {"gmm9": (1000, 300), "mw54": (10000, 1500), "funnel": (2000, 500), "mw52": (2000, 500)}
 
 
-def main(targets: list[str]) -> None:
+def main(targets: list[str], configs: list[str]) -> None:
+    unknown = [label for label in configs if label not in CONFIGS]
+    if unknown:
+        raise SystemExit(f"unknown configurations {unknown}; valid: {list(CONFIGS)}")
     rows = []
     for name in targets or ["gmm9"]:
         target = get_target(name)
@@ -104,7 +111,8 @@ def main(targets: list[str]) -> None:
             }
             banks: dict[int, tuple] = {}
             for label, (overrides, large_n) in CONFIGS.items():
-                if name != "gmm9" and label != DEFAULT_CONFIG:
+                skipped = configs and label not in configs
+                if skipped or (name != "gmm9" and label != DEFAULT_CONFIG):
                     continue
                 params = load_params(
                     None, [f"target.name={name}", "cdds.eval_every=1000000", *overrides]
@@ -158,8 +166,10 @@ def main(targets: list[str]) -> None:
                 row["samples_per_s"] = 1_000_000 / per_1m
                 rows.append(row)
                 print(f"{name} {label}: ratio6000={row['ratio_6000']:.3f}", file=sys.stderr)
-    if targets:  # keep the other targets' rows from the previous run
-        rows = [r for r in previous_rows(__file__) if r["target"] not in targets] + rows
+    if targets or configs:  # keep the rows this run did not redo
+        redone = {(r["target"], r["config"]) for r in rows}
+        kept = [r for r in previous_rows(__file__) if (r["target"], r["config"]) not in redone]
+        rows = kept + rows
     write_results(__file__, {"rows": rows})
     print_table(
         rows,
@@ -187,4 +197,8 @@ def main(targets: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("targets", nargs="*", help="targets (default gmm9)")
+    parser.add_argument("--configs", nargs="+", default=[], help="labels of CONFIGS to run")
+    args = parser.parse_args()
+    main(args.targets, args.configs)
