@@ -56,7 +56,6 @@ CONFIGS = {
     ),
     "bank, 9 coarse, 60000 it": (["cdds.n_coarse=9", "cdds.optim.iterations=60000"], True),
     "bank, 5 coarse, 100000 it, EMA over the last 20000": (["cdds.optim.ema_window=20000"], True),
-    "bank, 5 coarse, 150000 it": (["cdds.optim.iterations=150000"], True),
 }
 #: Other targets run the default configuration only.
 DEFAULT_CONFIG = "bank, 5 coarse, 100000 it (default)"
