@@ -55,7 +55,11 @@ CONFIGS = {
         True,
     ),
     "bank, 9 coarse, 60000 it": (["cdds.n_coarse=9", "cdds.optim.iterations=60000"], True),
-    "bank, 5 coarse, 100000 it, EMA over the last 20000": (["cdds.optim.ema_window=20000"], True),
+    "bank, 5 coarse, 100000 it, EMA over the last 1500": (["cdds.optim.ema_window=1500"], True),
+    "bank, 5 coarse, 100000 it, lr 5e-3, EMA over the last 1500": (
+        ["cdds.optim.lr=5e-3", "cdds.optim.ema_window=1500"],
+        True,
+    ),
 }
 #: Other targets run the default configuration only.
 DEFAULT_CONFIG = "bank, 5 coarse, 100000 it (default)"
@@ -142,6 +146,9 @@ def main(targets: list[str], configs: list[str]) -> None:
                     "config": label,
                     "n_coarse": cfg.n_coarse,
                     "iterations": params.cdds.optim.iterations,
+                    "lr": params.cdds.optim.lr,
+                    "ema_window": params.cdds.optim.ema_window,
+                    "torch_threads": torch.get_num_threads(),
                     "train_s": train_s,
                     "bank_s": bank_s if params.cdds.fragments == "bank" else 0.0,
                     "teacher_train_s": teacher_s,

@@ -242,9 +242,25 @@ def set_by_path(raw: dict[str, Any], dotted: str, value: Any) -> None:
     node[keys[-1]] = value
 
 
+def merged(defaults: dict[str, Any], given: dict[str, Any]) -> dict[str, Any]:
+    """`given` laid over `defaults` key by key at every depth (a mapping in `given` replaces
+    nothing it does not name)."""
+    out = dict(defaults)
+    for key, value in given.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merged(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
 def load_params(path: str | Path | None = None, overrides: list[str] | None = None) -> Params:
     """Read params.yaml (or the defaults when `path` is None), apply `key=value` overrides
-    (values parsed as YAML), and validate."""
+    (values parsed as YAML), and validate.
+
+    A file or override that names some keys of a section keeps the embedded defaults of the
+    others: both are laid over the complete defaults, so `cdds.optim.iterations=N` keeps CDDS's
+    own lr and EMA window instead of falling back to those of a bare optimizer section."""
     raw: dict[str, Any] = {}
     source = "defaults"
     if path is not None:
@@ -256,6 +272,9 @@ def load_params(path: str | Path | None = None, overrides: list[str] | None = No
         except yaml.YAMLError as err:
             raise ParamsError(f"params file {str(path)!r} is not valid YAML: {err}") from None
         source = str(path)
+        if not isinstance(raw, dict):
+            return parse_params(raw, source)  # the error names the file
+    raw = merged(Params().model_dump(mode="json"), raw)
     for item in overrides or []:
         key, sep, value = item.partition("=")
         if not sep or not key:
