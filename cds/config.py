@@ -127,8 +127,9 @@ class CDDSParams(_Strict):
     pair_sampling: Literal["shared", "all"] = "shared"
     bank_size: PositiveInt = 262_144
     refresh_every: PositiveInt = 500
-    #: lr 2e-3: at 5e-3 long runs diverged on some teachers. 100,000 iterations: the fewest
-    #: measured to reach 1.15× the teacher on gmm9 (README, results).
+    #: 100,000 iterations at lr 2e-3: 1.18× the teacher on gmm9 (1.26× at n = 20,000), mw54
+    #: 1.26×. lr 5e-3 (with EMA window 1500) reaches 1.12× on gmm9 but diverged in long runs on
+    #: the 18-point grid and is not yet measured on other targets (README, cdds_quality.json).
     optim: OptimParams = OptimParams(
         iterations=100_000, lr=2e-3, ema_window=300, checkpoint_every=2500
     )
