@@ -61,3 +61,14 @@ def print_table(rows: list[dict[str, Any]], columns: list[str]) -> None:
     print("-+-".join("-" * w for w in widths))
     for r in rows:
         print(" | ".join(fmt(r.get(c, "")).ljust(w) for c, w in zip(columns, widths, strict=True)))
+
+
+def quiet_pipeline_environment() -> None:
+    """The CLI's offline, quiet settings for Prefect, DVC and MLflow, and Prefect logging at
+    WARNING, for scripts that run pipeline sweeps (explicit settings win)."""
+    import os
+
+    from pipelines.cli import QUIET_ENV
+
+    for key, value in {**QUIET_ENV, "PREFECT_LOGGING_LEVEL": "WARNING"}.items():
+        os.environ.setdefault(key, value)

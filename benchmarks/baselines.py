@@ -29,13 +29,12 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
-from _common import RESULTS, print_table, write_results
+from _common import RESULTS, print_table, quiet_pipeline_environment, write_results
 from matplotlib.figure import Figure
 from pyro.infer.mcmc import MCMC, NUTS
 
@@ -44,7 +43,6 @@ from cds.metrics import noise_floor, paper_sinkhorn
 from cds.metrics.modes import marginal_std_errors, mode_coverage
 from cds.serving import sampler_from_checkpoint
 from cds.targets import Target, get_target
-from pipelines.cli import QUIET_ENV
 from pipelines.layout import Layout
 from pipelines.sweep import SweepGrid, cells, run_sweep
 
@@ -276,8 +274,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--targets", nargs="+", default=["gmm9", "funnel", "mw54", "logreg_cancer"])
     args = parser.parse_args()
-    for key, value in {**QUIET_ENV, "PREFECT_LOGGING_LEVEL": "WARNING"}.items():
-        os.environ.setdefault(key, value)
+    quiet_pipeline_environment()
     table = json.loads((RESULTS / "paper_table.json").read_text())["rows"]
     summary, curves = [], {}
     for name in args.targets:

@@ -16,13 +16,11 @@ Run:  .venv/bin/python benchmarks/lgcp_end_to_end.py
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 
-from _common import print_table, write_results
+from _common import print_table, quiet_pipeline_environment, write_results
 
-from pipelines.cli import QUIET_ENV
 from pipelines.layout import Layout
 from pipelines.sweep import SweepGrid, cells, run_sweep
 
@@ -48,8 +46,7 @@ KEYS = ("nfe", "elbo", "log_Z_is", "ess", "n_weights", "weights", "sample_second
 
 
 def main() -> None:
-    for key, value in {**QUIET_ENV, "PREFECT_LOGGING_LEVEL": "WARNING"}.items():
-        os.environ.setdefault(key, value)
+    quiet_pipeline_environment()
     grid = SweepGrid(name="lgcp-end-to-end", targets=["lgcp"], overrides=[BUDGET])
     directory = ROOT / "runs" / "sweeps" / grid.name
     start = time.perf_counter()

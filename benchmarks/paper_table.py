@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import re
 import statistics
 import time
@@ -36,13 +35,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from _common import previous_rows, write_results
+from _common import previous_rows, quiet_pipeline_environment, write_results
 
 from cds.config import load_params
 from cds.metrics import paper_sinkhorn
 from cds.serving import sampler_from_checkpoint
 from cds.targets import get_target
-from pipelines.cli import QUIET_ENV
 from pipelines.layout import Layout
 from pipelines.sweep import SweepGrid, cells, run_sweep
 
@@ -296,8 +294,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2, help="Dask workers")
     parser.add_argument("--set", dest="extra", nargs="*", default=[], metavar="KEY=VALUE")
     args = parser.parse_args()
-    for key, value in {**QUIET_ENV, "PREFECT_LOGGING_LEVEL": "WARNING"}.items():
-        os.environ.setdefault(key, value)
+    quiet_pipeline_environment()
     rows = [
         row
         for name in args.targets
