@@ -35,9 +35,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 from _common import previous_rows, quiet_pipeline_environment, write_results
 
-from cds.config import load_params
+from cds.config import ParamsError, load_params
 from cds.metrics import paper_sinkhorn
 from cds.serving import sampler_from_checkpoint
 from cds.targets import get_target
@@ -163,7 +164,7 @@ def run_target(
     overrides = {"teacher.optim.iterations": iterations, "teacher.optim.ema_window": window}
     for item in extra:
         key, _, value = item.partition("=")
-        overrides[key] = value
+        overrides[key] = yaml.safe_load(value)
     grid = SweepGrid(
         name=f"paper-table-{name}",
         targets=[name],
@@ -294,6 +295,10 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2, help="Dask workers")
     parser.add_argument("--set", dest="extra", nargs="*", default=[], metavar="KEY=VALUE")
     args = parser.parse_args()
+    try:  # bad --set items are refused before any sweep starts, naming the key and value
+        load_params(ROOT / "params.yaml", args.extra)
+    except ParamsError as err:
+        raise SystemExit(str(err)) from None
     quiet_pipeline_environment()
     rows = [
         row
