@@ -60,6 +60,15 @@ CONFIGS = {
         ["cdds.optim.lr=5e-3", "cdds.optim.ema_window=1500"],
         True,
     ),
+    "bank, 5 coarse, 100000 it, lr 5e-3": (["cdds.optim.lr=5e-3"], True),
+    "bank, 5 coarse, 100000 it, lr 5e-3, pseudo-Huber": (
+        ["cdds.optim.lr=5e-3", "cdds.loss=pseudo_huber"],
+        True,
+    ),
+    "bank, 5 coarse, 150000 it, lr 5e-3": (
+        ["cdds.optim.lr=5e-3", "cdds.optim.iterations=150000"],
+        True,
+    ),
 }
 #: Other targets run the default configuration only.
 DEFAULT_CONFIG = "bank, 5 coarse, 100000 it (default)"

@@ -1,25 +1,30 @@
 """SCDS quality on gmm9 against our own 128-step DIS teacher, measured in the same run, for the
 joint update (one Adam step on λ_S·L_S + λ_SC·L_SC, the default), the authors' alternating
-update (two Adam steps per iteration; schedules still advance once), and the joint update with
-8 extra self-consistency-only steps per iteration (`scds.sc_extra_steps`).
+update (two Adam steps per iteration; schedules still advance once), the joint update
+with 8 extra self-consistency-only steps per iteration (`scds.sc_extra_steps`), with step sizes
+drawn ∝ their size^0.5 (`scds.level_bias`), and with three times the iterations.
 
 For each: the paper Sinkhorn of the K-step ODE sampler for K = 1, 2, 4, …, N at n = 6000 and of
 K = 1 at n = 20,000, each beside the teacher's value on the same reference; log Z and ESS from
 valid weights (deterministic-flow weights with the exact log-det for K < N, the SDE weights of
 the N-step diffusion sampler); training wall time and time per iteration.
 
-Run:  .venv/bin/python benchmarks/scds_quality.py [iterations]
+Run:  .venv/bin/python benchmarks/scds_quality.py [--configs LABEL ...]
+(naming configurations reruns only those and keeps the other rows of the results file; a rerun
+trains the same seeded teacher, so its rows stay comparable)
 """
 
 from __future__ import annotations
 
+import argparse
+import json
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
-from _common import print_table, write_results
+from _common import RESULTS, previous_rows, print_table, write_results
 
 from cds.config import load_params
 from cds.dis import train_teacher
@@ -34,17 +39,21 @@ CONFIGS = {
     "joint": ["scds.update=joint"],
     "alternating": ["scds.update=alternating"],
     "joint + 8 SC steps": ["scds.update=joint", "scds.sc_extra_steps=8"],
+    "joint, level bias 0.5": ["scds.update=joint", "scds.level_bias=0.5"],
+    "joint, 4500 it": ["scds.update=joint", "scds.optim.iterations=4500"],
 }
 SIZES = (6000, 20_000)
 
 
-def main(iterations: int | None) -> None:
+def main(configs: list[str]) -> None:
+    unknown = [label for label in configs if label not in CONFIGS]
+    if unknown:
+        raise SystemExit(f"unknown configurations {unknown}; valid: {list(CONFIGS)}")
     target = get_target("gmm9")
     refs = {n: target.sample(n, torch.Generator().manual_seed(100 + n)) for n in SIZES}
-    budget = [] if iterations is None else [f"scds.optim.iterations={iterations}"]
     rows, curves = [], {}
     with tempfile.TemporaryDirectory() as tmp:
-        params = load_params(None, ["teacher.eval_every=100000", *budget])
+        params = load_params(None, ["teacher.eval_every=100000"])
         start = time.perf_counter()
         train_teacher(params, target, Path(tmp) / "teacher.pt", progress=False)
         teacher_s = time.perf_counter() - start
@@ -54,7 +63,9 @@ def main(iterations: int | None) -> None:
             for n in SIZES
         }
         for label, overrides in CONFIGS.items():
-            params = load_params(None, [*budget, *overrides])
+            if configs and label not in configs:
+                continue
+            params = load_params(None, overrides)
             path = Path(tmp) / f"{label.replace(' ', '_')}.pt"
             start = time.perf_counter()
             train_scds(params, target, path, progress=False)
@@ -102,6 +113,11 @@ def main(iterations: int | None) -> None:
                 }
             )
             print(f"{label}: K=1 ratio {rows[-1]['K1_ratio_6000']:.3f}", file=sys.stderr)
+    if configs:  # keep the rows and curves this run did not redo
+        kept = [r for r in previous_rows(__file__) if r["update"] not in configs]
+        rows = kept + rows
+        previous = json.loads((RESULTS / "scds_quality.json").read_text())["curves"]
+        curves = {**{k: v for k, v in previous.items() if k not in configs}, **curves}
     write_results(
         __file__,
         {"teacher_train_s": teacher_s, "teacher": teacher_val, "rows": rows, "curves": curves},
@@ -113,4 +129,6 @@ def main(iterations: int | None) -> None:
 
 
 if __name__ == "__main__":
-    main(int(sys.argv[1]) if len(sys.argv) > 1 else None)
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--configs", nargs="+", default=[], help="labels of CONFIGS to run")
+    main(parser.parse_args().configs)

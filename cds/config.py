@@ -152,6 +152,10 @@ class SCDSParams(_Strict):
     #: iteration's detached states: 3 network evaluations on B states each, against the ~2N·B
     #: of the sampling loss, so the shortcut gets more updates at little cost.
     sc_extra_steps: Annotated[int, Field(ge=0)] = 0
+    #: Curriculum over step sizes: the half-step level j ∈ {0, …, L−1} of the self-consistency
+    #: pairs is drawn with probability ∝ 2^(level_bias·j). 0 is uniform (spec §5); 1 draws each
+    #: step size in proportion to its size, so the one-step level is trained most often.
+    level_bias: Annotated[float, Field(ge=-4, le=4, allow_inf_nan=False)] = 0.0
     optim: OptimParams = OptimParams(iterations=1500, ema_window=300)
 
     @field_validator("n_steps")
@@ -281,4 +285,6 @@ def load_params(path: str | Path | None = None, overrides: list[str] | None = No
         if not sep or not key:
             raise ParamsError(f"override {item!r} must look like key.path=value")
         set_by_path(raw, key.strip(), yaml.safe_load(value))
+    if overrides:
+        source = f"{source} with overrides {overrides}"
     return parse_params(raw, source)

@@ -50,6 +50,11 @@ def run_config(params: Params, **sections: Any) -> dict[str, Any]:
     }
 
 
+def teacher_fingerprint(params: Params) -> str:
+    """The fingerprint of the teacher run `params` describe (what its checkpoint records)."""
+    return fingerprint(run_config(params, teacher=params.teacher.model_dump()))
+
+
 def make_schedule(params: Params) -> VPSchedule:
     return VPSchedule(params.sde.beta_min, params.sde.beta_max, params.sde.T)
 
@@ -154,7 +159,7 @@ def train_teacher(
         teacher.optim,
         seed=params.seed,
         kind=TEACHER_KIND,
-        fingerprint=fingerprint(config),
+        fingerprint=teacher_fingerprint(params),
         checkpoint_path=checkpoint_path,
         clip=teacher.clip,
         metadata={"config": json.dumps(config), "dim": target.dim},

@@ -42,12 +42,17 @@ def pf_ode_step(control: Control, target: Target, x: Tensor, t: Tensor, step: Te
 
 
 def draw_shortcut_pairs(
-    n_steps: int, batch: int, generator: torch.Generator
+    n_steps: int, batch: int, generator: torch.Generator, level_bias: float = 0.0
 ) -> tuple[Tensor, Tensor]:
-    """Per sample: the half-step exponent j ~ U{0, …, L−1} and the start index on the fine grid,
-    m·2^{j+1} with m ~ U{0, …, N/2^{j+1} − 1}, so that the full step 2d ends within the grid."""
+    """Per sample: the half-step exponent j ∈ {0, …, L−1}, P(j) ∝ 2^(level_bias·j) (uniform at
+    0, the spec), and the start index on the fine grid, m·2^{j+1} with
+    m ~ U{0, …, N/2^{j+1} − 1}, so that the full step 2d ends within the grid."""
     levels = int(math.log2(n_steps))
-    j = torch.randint(levels, (batch,), generator=generator)
+    if level_bias == 0.0:  # the uniform draw of earlier runs, stream for stream
+        j = torch.randint(levels, (batch,), generator=generator)
+    else:
+        weights = torch.pow(2.0, level_bias * torch.arange(levels, dtype=torch.float64))
+        j = torch.multinomial(weights, batch, replacement=True, generator=generator)
     slots = n_steps // 2 ** (j + 1)  # number of full steps of size 2d on the grid
     m = (torch.rand(batch, generator=generator) * slots).floor().to(torch.int64)
     return j, m * 2 ** (j + 1)
@@ -85,7 +90,9 @@ class SelfConsistencyObjective:
 
         def self_consistency() -> Tensor:
             """λ_SC·L_SC on fresh (d, t) pairs from this iteration's detached states."""
-            j, start = draw_shortcut_pairs(len(self.grid) - 1, p.optim.batch_size, generator)
+            j, start = draw_shortcut_pairs(
+                len(self.grid) - 1, p.optim.batch_size, generator, p.level_bias
+            )
             x = states[start, torch.arange(p.optim.batch_size)]
             t = self.grid[start]
             half = self.grid[start + 2**j] - t

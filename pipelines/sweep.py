@@ -7,6 +7,8 @@ directory. Cells share only the DVC cache (and, across machines, a DVC remote) a
 store; every MLflow run is tagged with the sweep id and the cell. A failing cell (bad params,
 a crash, a killed worker) becomes a failed row of the results table and does not stop the
 others; re-running the sweep finds every completed stage in the DVC cache and trains nothing.
+Cells that need the same teacher (the methods of one seed) train it once
+(`pipelines.shared_teacher`).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import json
 import os
 import re
 import time
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -25,11 +28,13 @@ from prefect import flow, get_run_logger, task
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from cds.config import ParamsError, load_params
+from cds.dis import teacher_fingerprint
 from pipelines.dvc import TRANSIENT_MARKERS, dvc, repro_stage
 from pipelines.io import write_json_atomic, write_text_atomic
 from pipelines.layout import STAGES, Layout
 from pipelines.params_file import write_complete_params
 from pipelines.publish import publish
+from pipelines.shared_teacher import shared_teacher
 from pipelines.workspace import create_workspace
 
 #: Attempts at logging a cell to MLflow when the store is busy.
@@ -175,8 +180,14 @@ def run_cell(cell: Cell, settings: SweepSettings) -> dict[str, Any]:
     try:
         root = _workspace(cell, settings)
         pull = settings.dvc_remote is not None
+        teacher = shared_teacher(
+            Layout(root).teacher,
+            Path(settings.directory) / "teachers",
+            teacher_fingerprint(load_params(root / "params.yaml")),
+        )
         for stage in STAGES:
-            result.stages[stage] = repro_stage(root, stage, False, pull, env).status
+            with teacher if stage == "teacher" else nullcontext():
+                result.stages[stage] = repro_stage(root, stage, False, pull, env).status
         result.trained = any(s == "ran" for k, s in result.stages.items() if k != "evaluate")
         if pull:
             code, output = dvc(root, "push", echo=False)

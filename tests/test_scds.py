@@ -97,6 +97,29 @@ def test_shortcut_pairs_stay_in_range_and_cover_every_allowed_pair():
             assert abs(freq - p) < 4 * math.sqrt(p * (1 - p) / n_level) + 1e-9
 
 
+@pytest.mark.parametrize("bias", [1.0, -0.5])
+def test_level_bias_tilts_the_step_size_distribution_and_keeps_every_pair(bias):
+    """`scds.level_bias`: P(j) ∝ 2^(bias·j), starts still uniform within a level and on the
+    lattice (4σ tolerance on the frequencies)."""
+    n_steps, levels, n = 16, 4, 200_000
+    j, start = draw_shortcut_pairs(n_steps, n, torch.Generator().manual_seed(1), bias)
+    assert int(start.min()) >= 0 and int((start + 2 ** (j + 1)).max()) <= n_steps
+    allowed = {(lv, m * 2 ** (lv + 1)) for lv in range(levels) for m in range(n_steps >> (lv + 1))}
+    assert set(zip(j.tolist(), start.tolist(), strict=True)) == allowed
+    weights = [2 ** (bias * lv) for lv in range(levels)]
+    for lv in range(levels):
+        p = weights[lv] / sum(weights)
+        assert abs(float((j == lv).double().mean()) - p) < 4 * math.sqrt(p * (1 - p) / n)
+
+
+def test_training_reads_the_level_bias(tmp_path):
+    """The same seed with a biased step-size draw trains different weights."""
+    uniform = train_three_iterations(tmp_path / "uniform")
+    biased = train_three_iterations(tmp_path / "biased", "scds.level_bias=2")
+    key = "net.output.weight"
+    assert not torch.equal(uniform["model"][key], biased["model"][key])
+
+
 @pytest.mark.parametrize("divergence", ["exact_logdet", "exact_trace", "hutchinson"])
 def test_flow_weights_are_exact_for_the_gaussian_with_an_untrained_control(divergence):
     """PF drift v ≡ 0 for ρ = Z₀·N(0, I) and the untrained control, so log w = log Z₀ exactly."""
@@ -235,6 +258,7 @@ def train_three_iterations(tmp_path, *overrides: str) -> dict:
             *overrides,
         ],
     )
+    tmp_path.mkdir(parents=True, exist_ok=True)
     train_scds(params, get_target("gmm9"), tmp_path / "run.pt", progress=False)
     return torch.load(tmp_path / "run.pt", weights_only=True)
 

@@ -97,3 +97,28 @@ def test_cells_share_results_through_a_dvc_remote(tmp_path, prefect_api):
     shutil.rmtree(tmp_path / "s" / "cells" / "gmm9-cdds-s0" / "data" / "student")
     _, rows = run_sweep(grid, project, tmp_path / "s", dvc_remote=str(remote), tracking_uri=store)
     assert rows[0]["status"] == "ok" and not rows[0]["trained"], rows[0]["stages"]
+
+
+def test_the_methods_of_one_seed_share_one_teacher(tmp_path, prefect_api):
+    """The SCDS cell starts from the CDDS cell's finished teacher instead of training its own:
+    the same checkpoint (wall-clock training time included), log and teacher metrics."""
+    from cds.checkpoints import load_checkpoint
+    from pipelines.layout import Layout
+
+    project = make_project(tmp_path / "project")
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    grid = SweepGrid(name="m", targets=["gmm9"], methods=["cdds", "scds"], seeds=[0])
+    _, rows = run_sweep(grid, project, tmp_path / "s", torch_threads=1, tracking_uri=store)
+    assert [row["status"] for row in rows] == ["ok", "ok"], [row["error"] for row in rows]
+    cdds, scds = (Layout(tmp_path / "s" / "cells" / f"gmm9-{m}-s0") for m in ("cdds", "scds"))
+    first, second = load_checkpoint(cdds.teacher), load_checkpoint(scds.teacher)
+    assert first["train_seconds"] == second["train_seconds"] > 0
+    assert first["fingerprint"] == second["fingerprint"]
+    assert scds.teacher_log.read_text() == cdds.teacher_log.read_text()
+    teacher_metrics = [
+        {k: v for k, v in json.loads(layout.report.read_text())["teacher"].items()
+         if not k.endswith("_seconds")}  # timings of this evaluation
+        for layout in (cdds, scds)
+    ]  # fmt: skip
+    assert teacher_metrics[0] == teacher_metrics[1]
+    assert len(list((tmp_path / "s" / "teachers").glob("*.pt"))) == 1

@@ -1,0 +1,56 @@
+"""One teacher per sweep for cells that need the same one.
+
+The CDDS and the SCDS cell of a seed (and cells whose overrides touch only the student) need the
+same DIS teacher: its fingerprint covers seed, target, SDE and teacher params, and nothing the
+method changes. Each cell runs in its own working copy, and DVC's run-cache does not restore a
+`persist` output, so without help every such cell would train the teacher again.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from filelock import FileLock
+
+from cds.checkpoints import CheckpointError, atomic_write, load_finished_checkpoint
+from cds.dis import TEACHER_KIND
+
+
+def _finished_fingerprint(path: Path) -> str | None:
+    """The fingerprint of the finished teacher checkpoint at `path`, or None."""
+    if not path.exists():
+        return None
+    try:
+        return str(load_finished_checkpoint(path, TEACHER_KIND)["fingerprint"])
+    except CheckpointError:
+        return None
+
+
+def _copy_atomic(source: Path, dest: Path) -> None:
+    with source.open("rb") as src:
+        atomic_write(dest, lambda fh: shutil.copyfileobj(src, fh))
+
+
+@contextmanager
+def shared_teacher(checkpoint: Path, store: Path, fingerprint: str) -> Iterator[None]:
+    """Around a cell's teacher stage: cells with the same teacher `fingerprint` take turns
+    (a file lock in `store`). The first trains as usual and, once its stage succeeded, deposits
+    the finished checkpoint in `store`; each later one finds it there and starts its stage from
+    a copy, which the trainer resumes as finished, so the stage only rewrites its log."""
+    store.mkdir(parents=True, exist_ok=True)
+    deposit = store / f"{fingerprint}.pt"
+    with FileLock(store / f"{fingerprint}.lock"):
+        if (
+            _finished_fingerprint(deposit) == fingerprint
+            and _finished_fingerprint(checkpoint) != fingerprint
+        ):
+            _copy_atomic(deposit, checkpoint)
+        yield
+        if (
+            _finished_fingerprint(checkpoint) == fingerprint
+            and _finished_fingerprint(deposit) != fingerprint
+        ):
+            _copy_atomic(checkpoint, deposit)
