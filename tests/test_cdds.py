@@ -157,13 +157,21 @@ def test_one_step_is_log_z_is_exact_for_an_affine_transport():
     assert torch.all(sign > 0)
 
 
-def test_short_distillation_beats_untrained_student():
-    """400 iterations of online distillation of the interpolated-score teacher on gmm9: the
-    one-step squared error to the teacher's ODE endpoints drops by > 50% (measured 1.13 → 0.36)."""
+@pytest.mark.parametrize(
+    ("loss", "iterations", "limit"),
+    # measured 1.13 → 0.45 (MSE, 400 iterations) and → 0.55 (pseudo-Huber, 1200: its gradient
+    # has unit norm per sample, so it closes large errors more slowly)
+    [("mse", 400, 0.5), ("pseudo_huber", 1200, 0.6)],
+)
+def test_short_distillation_beats_untrained_student(loss, iterations, limit):
+    """Online distillation of the interpolated-score teacher on gmm9 with plain Adam at lr 1e-3:
+    the one-step squared error to the teacher's ODE endpoints drops below `limit` × its
+    untrained value."""
     params = load_params(
         None,
         [
-            "cdds.optim.iterations=400",
+            f"cdds.loss={loss}",
+            f"cdds.optim.iterations={iterations}",
             "cdds.optim.batch_size=256",
             "cdds.n_fine=32",
             "cdds.n_coarse=5",
@@ -190,10 +198,10 @@ def test_short_distillation_beats_untrained_student():
     )
     opt = torch.optim.Adam(student.parameters(), lr=1e-3)
     gen = torch.Generator().manual_seed(1)
-    for i in range(400):
-        loss, _ = objective(i, gen)
+    for i in range(iterations):
+        value, _ = objective(i, gen)
         opt.zero_grad()
-        loss.backward()
+        value.backward()
         opt.step()
     after = error()
-    assert after < 0.5 * before and math.isfinite(after)
+    assert after < limit * before and math.isfinite(after)
