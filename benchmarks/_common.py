@@ -72,3 +72,7 @@ def quiet_pipeline_environment() -> None:
 
     for key, value in {**QUIET_ENV, "PREFECT_LOGGING_LEVEL": "WARNING"}.items():
         os.environ.setdefault(key, value)
+
+
+# At import, before a script imports Prefect: Prefect reads its settings once, when imported.
+quiet_pipeline_environment()

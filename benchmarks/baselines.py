@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from _common import RESULTS, print_table, quiet_pipeline_environment, write_results
+from _common import RESULTS, print_table, write_results
 from matplotlib.figure import Figure
 from pyro.infer.mcmc import MCMC, NUTS
 
@@ -274,7 +274,6 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--targets", nargs="+", default=["gmm9", "funnel", "mw54", "logreg_cancer"])
     args = parser.parse_args()
-    quiet_pipeline_environment()
     table = json.loads((RESULTS / "paper_table.json").read_text())["rows"]
     summary, curves = [], {}
     for name in args.targets:

@@ -19,7 +19,7 @@ import json
 import time
 from pathlib import Path
 
-from _common import print_table, quiet_pipeline_environment, write_results
+from _common import print_table, write_results
 
 from pipelines.layout import Layout
 from pipelines.sweep import SweepGrid, cells, run_sweep
@@ -46,7 +46,6 @@ KEYS = ("nfe", "elbo", "log_Z_is", "ess", "n_weights", "weights", "sample_second
 
 
 def main() -> None:
-    quiet_pipeline_environment()
     grid = SweepGrid(name="lgcp-end-to-end", targets=["lgcp"], overrides=[BUDGET])
     directory = ROOT / "runs" / "sweeps" / grid.name
     start = time.perf_counter()

@@ -36,7 +36,7 @@ from typing import Any
 
 import torch
 import yaml
-from _common import previous_rows, quiet_pipeline_environment, write_results
+from _common import previous_rows, write_results
 
 from cds.config import ParamsError, load_params
 from cds.metrics import paper_sinkhorn
@@ -299,7 +299,6 @@ def main() -> None:
         load_params(ROOT / "params.yaml", args.extra)
     except ParamsError as err:
         raise SystemExit(str(err)) from None
-    quiet_pipeline_environment()
     rows = [
         row
         for name in args.targets

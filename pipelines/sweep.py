@@ -57,7 +57,7 @@ TABLE_COLUMNS = (
 class SweepGrid(BaseModel):
     """sweep.yaml: the grid. Every combination of the lists is one cell."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
     name: str = "sweep"
     #: Params file the cells start from (relative to the project); None: the project's own.
@@ -67,8 +67,9 @@ class SweepGrid(BaseModel):
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
     #: Each entry is a mapping of dotted params keys to values, applied on top of the base.
     overrides: list[dict[str, Any]] = Field(default_factory=lambda: [{}], min_length=1)
-    #: Register each cell's sampler (gate included) or only log its runs.
-    register: bool = False
+    #: Register each cell's sampler (gate included) or only log its runs. Key `register` in
+    #: sweep.yaml (the attribute name avoids shadowing BaseModel's own `register`).
+    register_cells: bool = Field(default=False, alias="register")
 
 
 def load_grid(path: Path) -> SweepGrid:
@@ -311,7 +312,7 @@ def run_sweep(
         or os.environ.get("MLFLOW_TRACKING_URI")
         or project_store(project),
         torch_threads=torch_threads,
-        register=grid.register,
+        register=grid.register_cells,
         dvc_remote=dvc_remote,
     )
     directory.mkdir(parents=True, exist_ok=True)

@@ -28,6 +28,9 @@ def test_grid_file_is_validated(tmp_path):
     path.write_text("targets: [gmm9]\nseeds: one\n")
     with pytest.raises(ValueError, match="seeds"):
         load_grid(path)
+    path.write_text("targets: [gmm9]\nregister: true\n")
+    assert load_grid(path).register_cells  # the file's key is `register`
+    assert not SweepGrid().register_cells
 
 
 def _by_cell(rows):
