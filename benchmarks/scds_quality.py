@@ -116,7 +116,8 @@ def main(configs: list[str]) -> None:
     if configs:  # keep the rows and curves this run did not redo
         kept = [r for r in previous_rows(__file__) if r["update"] not in configs]
         rows = kept + rows
-        previous = json.loads((RESULTS / "scds_quality.json").read_text())["curves"]
+        path = RESULTS / "scds_quality.json"
+        previous = json.loads(path.read_text())["curves"] if path.exists() else {}
         curves = {**{k: v for k, v in previous.items() if k not in configs}, **curves}
     write_results(
         __file__,
