@@ -42,15 +42,10 @@ def shared_teacher(checkpoint: Path, store: Path, fingerprint: str) -> Iterator[
     a copy, which the trainer resumes as finished, so the stage only rewrites its log."""
     store.mkdir(parents=True, exist_ok=True)
     deposit = store / f"{fingerprint}.pt"
-    with FileLock(store / f"{fingerprint}.lock"):
-        if (
-            _finished_fingerprint(deposit) == fingerprint
-            and _finished_fingerprint(checkpoint) != fingerprint
-        ):
+    with FileLock(store / f"{fingerprint}.lock"):  # nobody else touches the deposit meanwhile
+        deposited = _finished_fingerprint(deposit) == fingerprint
+        if deposited and _finished_fingerprint(checkpoint) != fingerprint:
             _copy_atomic(deposit, checkpoint)
         yield
-        if (
-            _finished_fingerprint(checkpoint) == fingerprint
-            and _finished_fingerprint(deposit) != fingerprint
-        ):
+        if not deposited and _finished_fingerprint(checkpoint) == fingerprint:
             _copy_atomic(checkpoint, deposit)
