@@ -131,7 +131,8 @@ class CDDSParams(_Strict):
     refresh_every: PositiveInt = 500
     #: 100,000 iterations at lr 5e-3: lr 2e-3 gives 1.18× the teacher on gmm9 (1.26× at
     #: n = 20,000); 150,000 iterations with MSE 1.096× (1.141×) (README, cdds_quality.json).
-    #: On mw54 this default gives 1.57× where lr 2e-3 with MSE gives 1.26×: set those there.
+    #: The lr is per target: on mw54 lr 5e-3 oscillates (1.57×) and lr 3e-3 gives 1.14×, which
+    #: on gmm9 gives 1.19× (1.13× / 1.16× at 200,000 iterations); set 3e-3 there.
     optim: OptimParams = OptimParams(
         iterations=100_000, lr=5e-3, ema_window=300, checkpoint_every=2500
     )
