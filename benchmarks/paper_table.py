@@ -303,13 +303,20 @@ def write_readme(table_md: str) -> None:
     README.write_text(pattern.sub(lambda _: f"{MARKERS[0]}\n{table_md}{MARKERS[1]}", text))
 
 
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--targets", nargs="+", default=list(PAPER), choices=list(PAPER))
     parser.add_argument("--seeds", type=int, help="seeds per target (default: SEEDS)")
     parser.add_argument("--large-n", type=int, default=100_000, help="large n for 2-D targets")
     parser.add_argument("--workers", type=int, default=2, help="Dask workers")
-    parser.add_argument("--torch-threads", type=int, help="torch threads per cell")
+    parser.add_argument("--torch-threads", type=_positive_int, help="torch threads per cell")
     parser.add_argument("--set", dest="extra", nargs="*", default=[], metavar="KEY=VALUE")
     args = parser.parse_args()
     try:  # bad --set items are refused before any sweep starts, naming the key and value
