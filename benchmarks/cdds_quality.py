@@ -82,6 +82,10 @@ CONFIGS = {
     "bank, 5 coarse, 100000 it, lr 5e-3, EMA over the last 1500": (BUG_ERA, True),
     "bank, 5 coarse, 100000 it, lr 5e-3": ([*MSE, "cdds.optim.lr=5e-3"], True),
     DEFAULT_CONFIG: (["cdds.optim.lr=5e-3", "cdds.loss=pseudo_huber"], True),
+    "bank, 5 coarse, 60000 it, lr 5e-3, pseudo-Huber": (
+        ["cdds.optim.lr=5e-3", "cdds.loss=pseudo_huber", "cdds.optim.iterations=60000"],
+        True,
+    ),
     "bank, 5 coarse, 100000 it, lr 2e-3, pseudo-Huber": (
         ["cdds.optim.lr=2e-3", "cdds.loss=pseudo_huber"],
         True,
