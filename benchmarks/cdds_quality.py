@@ -28,7 +28,15 @@ import time
 from pathlib import Path
 
 import torch
-from _common import best_of, previous_rows, print_table, write_results
+from _common import (
+    CDDS_SETTINGS,
+    as_set_items,
+    best_of,
+    previous_rows,
+    print_table,
+    teacher_overrides,
+    write_results,
+)
 
 from cds.cdds import generate_fragments, load_student, one_step_weights_report, train_student
 from cds.config import load_params
@@ -103,9 +111,6 @@ CONFIGS = {
         True,
     ),
 }
-#: The configuration recommended per target where it is not the default (paper_table.py's
-#: CDDS settings): mw54 oscillates at lr 5e-3 (1.57×) and reaches 1.14× at lr 3e-3.
-RECOMMENDED = {"mw54": "bank, 5 coarse, 100000 it, lr 3e-3, pseudo-Huber"}
 #: Kept in the results file: what applied to rows measured before the params-loading fix.
 NOTE = (
     "Earlier rows (torch_threads 2) whose configuration overrode cdds.optim ran, through a "
@@ -116,8 +121,17 @@ NOTE = (
     "lr 5e-3 pseudo-Huber one replaced it; its rows are relabelled '(former default)', values "
     "unchanged. `loss` is the loss each row's configuration ran with."
 )
-#: Teacher budget per target (iterations, EMA window): teacher_quality.py's rows.
-TEACHER = {"gmm9": (1000, 300), "mw54": (10000, 1500), "funnel": (2000, 500), "mw52": (2000, 500)}
+
+
+def recommended_config(name: str) -> str:
+    """The configuration that is the default with the target's CDDS settings applied
+    (`_common.CDDS_SETTINGS`, which paper_table.py's cells use too)."""
+    settings = as_set_items(CDDS_SETTINGS.get(name, {}))
+    wanted = load_params(None, [*CONFIGS[DEFAULT_CONFIG][0], *settings]).cdds
+    for label, (overrides, _) in CONFIGS.items():
+        if load_params(None, overrides).cdds == wanted:
+            return label
+    raise SystemExit(f"no configuration in CONFIGS is the default with {name}'s {settings}")
 
 
 def main(targets: list[str], configs: list[str], teacher_store: Path) -> None:
@@ -132,11 +146,7 @@ def main(targets: list[str], configs: list[str], teacher_store: Path) -> None:
         with tempfile.TemporaryDirectory() as tmp:
             tp = load_params(
                 None,
-                [
-                    f"target.name={name}",
-                    f"teacher.optim.iterations={TEACHER[name][0]}",
-                    f"teacher.optim.ema_window={TEACHER[name][1]}",
-                ],
+                [f"target.name={name}", *as_set_items(teacher_overrides(name))],
             )
             with shared_teacher(Path(tmp) / "t.pt", teacher_store, teacher_fingerprint(tp)):
                 teacher_run = train_teacher(tp, target, Path(tmp) / "t.pt", progress=False)
@@ -167,7 +177,7 @@ def main(targets: list[str], configs: list[str], teacher_store: Path) -> None:
             for label, (overrides, large_n) in CONFIGS.items():
                 # other targets: their recommended configuration unless --configs names others
                 wanted = configs or (
-                    list(CONFIGS) if name == "gmm9" else [RECOMMENDED.get(name, DEFAULT_CONFIG)]
+                    list(CONFIGS) if name == "gmm9" else [recommended_config(name)]
                 )
                 if label not in wanted:
                     continue

@@ -37,7 +37,7 @@ from typing import Any
 
 import torch
 import yaml
-from _common import previous_rows, write_results
+from _common import previous_rows, target_overrides, write_results
 
 from cds.config import ParamsError, load_params
 from cds.metrics import paper_sinkhorn
@@ -59,12 +59,6 @@ PAPER = {
     "mw52": {"DIS-128": 6.8808, "DIS-1": 31.2532, "CDDS-1": 6.1764, "SCDS-1": 7.1110},
 }
 SAMPLERS = ("DIS-128", "DIS-1", "CDDS-1", "SCDS-1", "SCDS-best")
-#: Teacher budget per target (iterations, EMA window): teacher_quality.py's measured rows.
-TEACHER = {"gmm9": (1000, 300), "mw54": (10000, 1500), "funnel": (2000, 500), "mw52": (2000, 500)}
-#: CDDS settings per target where the embedded default (tuned on gmm9: lr 5e-3) is not the best
-#: measured: on mw54 lr 5e-3 oscillates (1.57× the teacher), lr 3e-3 gives 1.14×
-#: (cdds_quality.py). Like the teacher budget, the CDDS learning rate is per target.
-CDDS = {"mw54": {"cdds.optim.lr": 3e-3}}
 #: Seeds per target: at least 3 where the issue asks (gmm9, mw54).
 SEEDS = {"gmm9": 3, "mw54": 3, "funnel": 1, "mw52": 1}
 #: Larger-n column for targets of dimension > 2 (2-D targets take --large-n).
@@ -170,12 +164,7 @@ def run_target(
     torch_threads: int | None = None,
 ) -> list[dict[str, Any]]:
     """Run (or collect) the target's sweep and return one row per sampler and seed."""
-    iterations, window = TEACHER[name]
-    overrides = {
-        "teacher.optim.iterations": iterations,
-        "teacher.optim.ema_window": window,
-        **CDDS.get(name, {}),
-    }
+    overrides = target_overrides(name)
     for item in extra:
         key, _, value = item.partition("=")
         overrides[key] = yaml.safe_load(value)
