@@ -2,7 +2,9 @@
 joint update (one Adam step on λ_S·L_S + λ_SC·L_SC, the default), the authors' alternating
 update (two Adam steps per iteration; schedules still advance once), the joint update
 with 8 extra self-consistency-only steps per iteration (`scds.sc_extra_steps`), with step sizes
-drawn ∝ their size^0.5 (`scds.level_bias`), and with three times the iterations.
+drawn ∝ their size^0.5 (`scds.level_bias`), with three times the iterations, and with the
+self-consistency target taken from the sampler's own base-step PF ODE (`scds.sc_target:
+fine_ode`), alone and with 8 extra steps.
 
 For each: the paper Sinkhorn of the K-step ODE sampler for K = 1, 2, 4, …, N at n = 6000 and of
 K = 1 at n = 20,000, each beside the teacher's value on the same reference; log Z and ESS from
@@ -41,6 +43,12 @@ CONFIGS = {
     "joint + 8 SC steps": ["scds.update=joint", "scds.sc_extra_steps=8"],
     "joint, level bias 0.5": ["scds.update=joint", "scds.level_bias=0.5"],
     "joint, 4500 it": ["scds.update=joint", "scds.optim.iterations=4500"],
+    "joint, fine-ODE target": ["scds.update=joint", "scds.sc_target=fine_ode"],
+    "joint, fine-ODE target + 8 SC steps": [
+        "scds.update=joint",
+        "scds.sc_target=fine_ode",
+        "scds.sc_extra_steps=8",
+    ],
 }
 SIZES = (6000, 20_000)
 

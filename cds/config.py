@@ -159,6 +159,12 @@ class SCDSParams(_Strict):
     #: pairs is drawn with probability ∝ 2^(level_bias·j). 0 is uniform (spec §5); 1 draws each
     #: step size in proportion to its size, so the one-step level is trained most often.
     level_bias: Annotated[float, Field(ge=-4, le=4, allow_inf_nan=False)] = 0.0
+    #: The self-consistency target for a step 2d from x_t. "half_steps": two PF-ODE steps of d
+    #: with the stop-gradient network (spec §5 (c), the paper), on SDE states. "fine_ode": the
+    #: state 2d later on a PF-ODE path integrated at the base step h₀ with the stop-gradient
+    #: network (B paths per iteration, states and targets from them): each shortcut learns the
+    #: sampler's own fine ODE directly instead of bootstrapping through the levels below it.
+    sc_target: Literal["half_steps", "fine_ode"] = "half_steps"
     optim: OptimParams = OptimParams(iterations=1500, ema_window=300)
 
     @field_validator("n_steps")

@@ -213,14 +213,16 @@ def pf_ode_states(
     x0: Tensor,
     grid: Tensor,
     keep: list[int],
+    step_size: float | None = None,
 ) -> dict[int, Tensor]:
     """Integrate the PF ODE from grid index 0 only up to max(keep), returning the states at the
-    grid indices in `keep` (incomplete trajectories, spec §4)."""
+    grid indices in `keep` (incomplete trajectories, spec §4). A step-conditioned control takes
+    `step_size` as its step input."""
     if not keep or min(keep) < 0 or max(keep) >= grid.numel():
         raise ValueError(f"keep indices {keep} must lie in [0, {grid.numel() - 1}]")
     schedule = control.schedule
     stop = max(keep)
-    terms = _grid_terms(control, target, grid[: stop + 1])
+    terms = _grid_terms(control, target, grid[: stop + 1], step_size)
     wanted = set(keep)
     out = {0: x0} if 0 in wanted else {}
     x = x0

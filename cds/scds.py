@@ -23,7 +23,7 @@ from cds.dis import fingerprint, make_control, make_schedule, run_config
 from cds.flows import batch_jacobian, exact_divergence, hutchinson_divergence
 from cds.losses import log_variance_loss
 from cds.networks import Control
-from cds.samplers import path_rnd, simulate_sde
+from cds.samplers import path_rnd, pf_ode_states, simulate_sde
 from cds.sde import is_power_of_two, sub_grid, uniform_grid
 from cds.targets.base import Target
 from cds.targets.prior import StandardNormalPrior
@@ -60,7 +60,8 @@ def draw_shortcut_pairs(
 
 @dataclass
 class SelfConsistencyObjective:
-    """One SCDS iteration (spec §5 (a)–(d)): λ_S·L_S + λ_SC·L_SC in one optimizer step
+    """One SCDS iteration (spec §5 (a)–(d)), self-consistency targets per `sc_target`:
+    λ_S·L_S + λ_SC·L_SC in one optimizer step
     (`update: joint`, the paper's Algorithm 2), or the authors' two sequential steps, first on
     λ_S·L_S, then on λ_SC·L_SC recomputed with the updated θ from the same detached states
     (`update: alternating`). Either way the scheduler, clips and EMA advance once per iteration."""
@@ -86,20 +87,29 @@ class SelfConsistencyObjective:
         loss_s, dropped = log_variance_loss(
             path_rnd(self.control, paths, self.grid, base_step), self.control.dim
         )
-        states = paths.states.detach()
+        states = (
+            paths.states.detach()
+            if p.sc_target == "half_steps"
+            else self._fine_ode_states(generator, base_step)
+        )
+        rows = torch.arange(p.optim.batch_size)
 
         def self_consistency() -> Tensor:
             """λ_SC·L_SC on fresh (d, t) pairs from this iteration's detached states."""
             j, start = draw_shortcut_pairs(
                 len(self.grid) - 1, p.optim.batch_size, generator, p.level_bias
             )
-            x = states[start, torch.arange(p.optim.batch_size)]
+            end = start + 2 ** (j + 1)
+            x = states[start, rows]
             t = self.grid[start]
-            half = self.grid[start + 2**j] - t
-            full = self.grid[start + 2 ** (j + 1)] - t
-            with torch.no_grad():
-                mid = pf_ode_step(self.control, self.target, x, t, half)
-                goal = pf_ode_step(self.control, self.target, mid, t + half, half)
+            full = self.grid[end] - t
+            if p.sc_target == "fine_ode":
+                goal = states[end, rows]
+            else:
+                half = self.grid[start + 2**j] - t
+                with torch.no_grad():
+                    mid = pf_ode_step(self.control, self.target, x, t, half)
+                    goal = pf_ode_step(self.control, self.target, mid, t + half, half)
             pred = pf_ode_step(self.control, self.target, x, t, full)
             return p.lambda_sc * (pred - goal).square().mean() / self.control.dim
 
@@ -110,6 +120,17 @@ class SelfConsistencyObjective:
             return p.lambda_s * loss_s, info
         info["follow_ups"] = extra
         return p.lambda_s * loss_s + self_consistency(), info
+
+    def _fine_ode_states(self, generator: torch.Generator, base_step: float) -> Tensor:
+        """States (N+1, B, D) of B PF-ODE paths at the base step with the current θ, no
+        gradient (`sc_target: fine_ode`): the state at index k + 2^(j+1) is the target of the
+        step 2^(j+1)·h₀ from index k."""
+        n = len(self.grid) - 1
+        x0 = self.prior.sample(self.params.optim.batch_size, generator)
+        path = pf_ode_states(
+            self.control, self.target, x0, self.grid, list(range(n + 1)), step_size=base_step
+        )
+        return torch.stack([path[k] for k in range(n + 1)])
 
 
 def train_scds(

@@ -11,7 +11,7 @@ import torch
 from cds.config import load_params
 from cds.metrics import paper_sinkhorn
 from cds.networks import Control
-from cds.samplers import sample_pf_ode
+from cds.samplers import sample_pf_ode, simulate_sde
 from cds.scds import (
     SelfConsistencyObjective,
     draw_shortcut_pairs,
@@ -286,3 +286,41 @@ def test_extra_self_consistency_steps_draw_fresh_pairs_and_count_as_adam_steps(t
     payload = train_three_iterations(tmp_path, "scds.sc_extra_steps=2")
     assert adam_steps(payload) == {9}
     assert payload["scheduler"]["last_epoch"] == 3
+
+
+def test_fine_ode_target_is_the_state_later_on_a_base_step_ode_path(tmp_path):
+    """`sc_target: fine_ode`: the pairs' states come from B PF-ODE paths integrated at the base
+    step h₀ (each state is one Euler step Φ(·, t_k, h₀) of the one before), and the target of
+    the step 2^(j+1)·h₀ from grid index k is the path's state at k + 2^(j+1): the objective's
+    L_SC equals that mean squared distance computed by hand from the same random draws."""
+    params = load_params(None, ["scds.n_steps=8", "scds.optim.batch_size=16"])
+    cfg = params.scds.model_copy(update={"sc_target": "fine_ode", "lambda_s": 0.0})
+    torch.manual_seed(0)
+    control = Control(2, VPSchedule(), step_conditioned=True)
+    with torch.no_grad():
+        control.net.output.weight.normal_(0, 0.1)
+    target, prior, grid = get_target("gmm9"), StandardNormalPrior(2), uniform_grid(8)
+    objective = SelfConsistencyObjective(control, target, prior, grid, cfg)
+    loss, _ = objective(0, torch.Generator().manual_seed(0))
+
+    generator = torch.Generator().manual_seed(0)
+    simulate_sde(control, target, prior, grid, 16, generator, step_size=1 / 8)
+    states = objective._fine_ode_states(generator, 1 / 8)
+    h0 = torch.full((16,), 1 / 8)
+    with torch.no_grad():
+        for k in range(8):
+            step = pf_ode_step(control, target, states[k], grid[k].expand(16), h0)
+            torch.testing.assert_close(states[k + 1], step, rtol=1e-5, atol=1e-6)
+    j, start = draw_shortcut_pairs(8, 16, generator)
+    rows = torch.arange(16)
+    end = start + 2 ** (j + 1)
+    x = states[start, rows]
+    pred = pf_ode_step(control, target, x, grid[start], grid[end] - grid[start])
+    expected = (pred - states[end, rows]).square().mean() / 2
+    assert float(expected.detach()) > 0
+    torch.testing.assert_close(loss, expected)
+
+    half_steps = train_three_iterations(tmp_path / "half_steps")
+    fine_ode = train_three_iterations(tmp_path / "fine_ode", "scds.sc_target=fine_ode")
+    key = "net.output.weight"
+    assert not torch.equal(half_steps["model"][key], fine_ode["model"][key])
