@@ -4,7 +4,7 @@ update (two Adam steps per iteration; schedules still advance once), the joint u
 with 8 extra self-consistency-only steps per iteration (`scds.sc_extra_steps`), with step sizes
 drawn ∝ their size^0.5 (`scds.level_bias`), with three times the iterations, and with the
 self-consistency target taken from the sampler's own base-step PF ODE (`scds.sc_target:
-fine_ode`), alone and with 8 extra steps.
+fine_ode`), alone and with 8 or 32 extra steps.
 
 For each: the paper Sinkhorn of the K-step ODE sampler for K = 1, 2, 4, …, N at n = 6000 and of
 K = 1 at n = 20,000, each beside the teacher's value on the same reference; log Z and ESS from
@@ -48,6 +48,11 @@ CONFIGS = {
         "scds.update=joint",
         "scds.sc_target=fine_ode",
         "scds.sc_extra_steps=8",
+    ],
+    "joint, fine-ODE target + 32 SC steps": [
+        "scds.update=joint",
+        "scds.sc_target=fine_ode",
+        "scds.sc_extra_steps=32",
     ],
 }
 SIZES = (6000, 20_000)
