@@ -152,8 +152,10 @@ class SCDSParams(_Strict):
     #: authors' implementation, one step on each in turn.
     update: Literal["joint", "alternating"] = "joint"
     #: Further Adam steps per iteration on λ_SC·L_SC alone, each on fresh (d, t) pairs from the
-    #: iteration's detached states: 3 network evaluations on B states each, against the ~2N·B
-    #: of the sampling loss, so the shortcut gets more updates at little cost.
+    #: iteration's detached states: one network evaluation with gradient on B states each
+    #: (fine_ode; half_steps adds two without), against the ~2N·B of the sampling loss, so the
+    #: shortcut gets more updates at little cost. 32 with fine_ode met the one-step bar on gmm9
+    #: at the default budget but hurt short runs (README), so the default is the paper's 0.
     sc_extra_steps: Annotated[int, Field(ge=0)] = 0
     #: Curriculum over step sizes: the half-step level j ∈ {0, …, L−1} of the self-consistency
     #: pairs is drawn with probability ∝ 2^(level_bias·j). 0 is uniform (spec §5); 1 draws each

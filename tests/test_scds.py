@@ -221,7 +221,9 @@ def test_alternating_update_takes_two_steps_but_advances_schedules_once(tmp_path
     """`update: alternating` (the authors' two optimizer steps): the first loss is λ_S·L_S, the
     follow-up is λ_SC·L_SC on the same paths and pairs; Adam steps twice per iteration while
     the LR scheduler advances once (spec §5 (d), pitfall 2)."""
-    params = load_params(None, ["scds.n_steps=8", "scds.optim.batch_size=16"])
+    params = load_params(
+        None, ["scds.n_steps=8", "scds.optim.batch_size=16", "scds.sc_extra_steps=0"]
+    )
     torch.manual_seed(0)
     control = Control(2, VPSchedule(), step_conditioned=True)
     with torch.no_grad():
@@ -240,7 +242,7 @@ def test_alternating_update_takes_two_steps_but_advances_schedules_once(tmp_path
     (follow_up,) = info["follow_ups"]
     torch.testing.assert_close(first + follow_up(), joint)
 
-    payload = train_three_iterations(tmp_path, "scds.update=alternating")
+    payload = train_three_iterations(tmp_path, "scds.update=alternating", "scds.sc_extra_steps=0")
     assert payload["skipped"] == 0
     assert adam_steps(payload) == {6}
     assert payload["scheduler"]["last_epoch"] == 3
@@ -320,7 +322,7 @@ def test_fine_ode_target_is_the_state_later_on_a_base_step_ode_path(tmp_path):
     assert float(expected.detach()) > 0
     torch.testing.assert_close(loss, expected)
 
-    half_steps = train_three_iterations(tmp_path / "half_steps")
+    half_steps = train_three_iterations(tmp_path / "half_steps", "scds.sc_target=half_steps")
     fine_ode = train_three_iterations(tmp_path / "fine_ode", "scds.sc_target=fine_ode")
     key = "net.output.weight"
     assert not torch.equal(half_steps["model"][key], fine_ode["model"][key])
