@@ -174,11 +174,9 @@ def main(targets: list[str], configs: list[str], teacher_store: Path) -> None:
                 for n in sizes
             }
             banks: dict[tuple[int, int], tuple] = {}
+            # other targets: their recommended configuration unless --configs names others
+            wanted = configs or (list(CONFIGS) if name == "gmm9" else [recommended_config(name)])
             for label, (overrides, large_n) in CONFIGS.items():
-                # other targets: their recommended configuration unless --configs names others
-                wanted = configs or (
-                    list(CONFIGS) if name == "gmm9" else [recommended_config(name)]
-                )
                 if label not in wanted:
                     continue
                 params = load_params(
