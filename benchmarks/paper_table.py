@@ -368,8 +368,10 @@ def main() -> None:
         ]
     # the other targets' rows as they are now (another run may have rewritten them meanwhile)
     rows = [r for r in previous_rows(__file__) if r["target"] not in args.targets] + rows
+    rows.sort(key=lambda r: list(PAPER).index(r["target"]))  # the paper's order (stable)
     table = aggregate(rows)
-    write_results(__file__, {"overrides": args.extra, "rows": rows, "table": table})
+    last_run = {"targets": args.targets, "overrides": args.extra, "remeasure": args.remeasure}
+    write_results(__file__, {"last_run": last_run, "rows": rows, "table": table})
     table_md = markdown(table)
     RESULTS_MD.write_text(table_md)
     write_readme(table_md)

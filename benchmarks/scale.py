@@ -2,8 +2,9 @@
 
 For gmm9 (D = 2), mw54 (5), funnel (10), mw52 (50) and lgcp (1600), at the default training
 configuration (B = 512, N = 128, width 64): the wall time of a DIS teacher step, of a CDDS
-distillation step (bank mode) and of an SCDS iteration (joint update), each the training
-loop's own per-iteration time over a few iterations, and the wall time of drawing 10⁵ one-step
+distillation step (bank mode) and of an SCDS iteration (joint update, the paper's
+self-consistency target), each the training loop's own per-iteration time over a few
+iterations, and the wall time of drawing 10⁵ one-step
 CDDS samples through the serving sampler. Each measurement runs in its own child process, so
 its peak memory is its own: reported as the process's peak resident set size and as the peak
 above the resident size the process had before the measured work (imports, target, models).
@@ -66,6 +67,9 @@ def child(name: str, work: str, directory: Path) -> dict[str, float]:
             f"cdds.optim.iterations={iterations}",
             f"scds.optim.iterations={iterations}",
             f"cdds.bank_size={BANK}",
+            # the SCDS iteration measured: the paper's self-consistency target, no extra steps
+            "scds.sc_target=half_steps",
+            "scds.sc_extra_steps=0",
             # the loop's final evaluation always runs: keep it negligible
             "teacher.eval_samples=16",
             "cdds.eval_samples=16",

@@ -83,7 +83,10 @@ def main() -> None:
             cds_iteration(update="alternating", **paper), repeats=5
         ),
         "cds joint, fine-ODE target, 32 extra SC steps": best_of(
-            cds_iteration(update="joint", sc_target="fine_ode", sc_extra_steps=32), repeats=5
+            cds_iteration(
+                update="joint", sc_target="fine_ode", sc_extra_steps=32, sc_extra_ramp=0.0
+            ),
+            repeats=5,
         ),
         "straightforward (joint)": best_of(textbook_iteration, repeats=5),
     }

@@ -58,6 +58,14 @@ def draw_shortcut_pairs(
     return j, m * 2 ** (j + 1)
 
 
+def extra_steps_at(iteration: int, iterations: int, steps: int, ramp: float) -> int:
+    """Extra self-consistency steps at `iteration` (0-based) of `iterations`: `steps` once the
+    ramp's fraction of the run is over, ⌊steps·iteration / (ramp·iterations)⌋ before it."""
+    if ramp == 0.0:
+        return steps
+    return min(steps, int(steps * iteration / (ramp * iterations)))
+
+
 @dataclass
 class SelfConsistencyObjective:
     """One SCDS iteration (spec §5 (a)–(d)), self-consistency targets per `sc_target`:
@@ -113,7 +121,9 @@ class SelfConsistencyObjective:
             pred = pf_ode_step(self.control, self.target, x, t, full)
             return p.lambda_sc * (pred - goal).square().mean() / self.control.dim
 
-        extra = [self_consistency] * p.sc_extra_steps
+        extra = [self_consistency] * extra_steps_at(
+            iteration, p.optim.iterations, p.sc_extra_steps, p.sc_extra_ramp
+        )
         info: dict[str, Any] = {"dropped_paths": dropped}
         if p.update == "alternating":
             info["follow_ups"] = [self_consistency, *extra]
@@ -131,6 +141,21 @@ class SelfConsistencyObjective:
             self.control, self.target, x0, self.grid, list(range(n + 1)), step_size=base_step
         )
         return torch.stack([path[k] for k in range(n + 1)])
+
+
+#: scds fields added after SCDS checkpoints existed, at the value that reproduces training
+#: before them: left out of the fingerprint there, so that those checkpoints still resume (and a
+#: DVC rerun of the stage finds its finished checkpoint) instead of training from scratch.
+FINGERPRINT_NEUTRAL = {"sc_extra_ramp": 0.0}
+
+
+def scds_fingerprint(params: Params) -> str:
+    """The fingerprint of the SCDS run `params` describe (what its checkpoint records)."""
+    section = params.scds.model_dump()
+    for key, neutral in FINGERPRINT_NEUTRAL.items():
+        if section[key] == neutral:
+            del section[key]
+    return fingerprint(run_config(params, scds=section))
 
 
 def train_scds(
@@ -158,7 +183,7 @@ def train_scds(
         cfg.optim,
         seed=params.seed,
         kind=SCDS_KIND,
-        fingerprint=fingerprint(config),
+        fingerprint=scds_fingerprint(params),
         checkpoint_path=checkpoint_path,
         clip=cfg.clip,
         metadata={"config": json.dumps(config), "dim": target.dim},

@@ -9,15 +9,18 @@ import pytest
 import torch
 
 from cds.config import load_params
+from cds.dis import fingerprint, run_config
 from cds.metrics import paper_sinkhorn
 from cds.networks import Control
 from cds.samplers import sample_pf_ode, simulate_sde
 from cds.scds import (
     SelfConsistencyObjective,
     draw_shortcut_pairs,
+    extra_steps_at,
     flow_log_weights,
     load_scds,
     pf_ode_step,
+    scds_fingerprint,
     train_scds,
 )
 from cds.sde import VPSchedule, sub_grid, uniform_grid
@@ -165,8 +168,9 @@ def test_exact_logdet_flow_weights_match_a_linear_flow():
 
 
 def test_short_training_on_gmm9_improves_one_step_sampler(tmp_path):
-    """300 iterations (batch 256, N = 32): the one-step Sinkhorn at n = 1000 falls by > 40%
-    relative to the untrained network."""
+    """300 iterations (batch 256, N = 32) at the default SCDS settings: the one-step Sinkhorn
+    at n = 1000 falls by > 85% relative to the untrained network (measured: 92%; the paper's
+    self-consistency target without extra steps gives 80%, `benchmarks/scds_short_runs.py`)."""
     params = load_params(
         None,
         [
@@ -193,7 +197,7 @@ def test_short_training_on_gmm9_improves_one_step_sampler(tmp_path):
     train_scds(params, target, tmp_path / "s.pt", progress=False)
     control, _ = load_scds(tmp_path / "s.pt")
     after = one_step_sinkhorn(control)
-    assert after < 0.6 * before
+    assert after < 0.15 * before
 
 
 def test_objective_combines_both_losses():
@@ -248,18 +252,17 @@ def test_alternating_update_takes_two_steps_but_advances_schedules_once(tmp_path
     assert payload["scheduler"]["last_epoch"] == 3
 
 
+THREE_ITERATIONS = [
+    "scds.n_steps=8",
+    "scds.optim.iterations=3",
+    "scds.optim.batch_size=16",
+    "scds.optim.ema_window=2",
+]
+
+
 def train_three_iterations(tmp_path, *overrides: str) -> dict:
     """The checkpoint of a 3-iteration gmm9 run on an 8-step grid, batch 16."""
-    params = load_params(
-        None,
-        [
-            "scds.n_steps=8",
-            "scds.optim.iterations=3",
-            "scds.optim.batch_size=16",
-            "scds.optim.ema_window=2",
-            *overrides,
-        ],
-    )
+    params = load_params(None, [*THREE_ITERATIONS, *overrides])
     tmp_path.mkdir(parents=True, exist_ok=True)
     train_scds(params, get_target("gmm9"), tmp_path / "run.pt", progress=False)
     return torch.load(tmp_path / "run.pt", weights_only=True)
@@ -277,7 +280,7 @@ def test_extra_self_consistency_steps_draw_fresh_pairs_and_count_as_adam_steps(t
     control = Control(2, VPSchedule(), step_conditioned=True)
     with torch.no_grad():
         control.net.output.weight.normal_(0, 0.1)
-    cfg = params.scds.model_copy(update={"sc_extra_steps": 2})
+    cfg = params.scds.model_copy(update={"sc_extra_steps": 2, "sc_extra_ramp": 0.0})
     objective = SelfConsistencyObjective(
         control, get_target("gmm9"), StandardNormalPrior(2), uniform_grid(8), cfg
     )
@@ -285,9 +288,44 @@ def test_extra_self_consistency_steps_draw_fresh_pairs_and_count_as_adam_steps(t
     first, second = (float(f().detach()) for f in info["follow_ups"])
     assert first > 0 and second > 0 and first != second  # different pairs, same parameters
 
-    payload = train_three_iterations(tmp_path, "scds.sc_extra_steps=2")
+    payload = train_three_iterations(tmp_path, "scds.sc_extra_steps=2", "scds.sc_extra_ramp=0")
     assert adam_steps(payload) == {9}
     assert payload["scheduler"]["last_epoch"] == 3
+
+
+def test_extra_steps_ramp_from_zero_to_their_number():
+    """`sc_extra_ramp: r`: ⌊M·i / (r·I)⌋ extra steps at iteration i of I, M from i = r·I on;
+    r = 0 gives M throughout."""
+    counts = [extra_steps_at(i, 100, 32, 0.5) for i in range(100)]
+    assert counts[0] == 0 and counts[25] == 16 and counts[49] == 31
+    assert counts[50:] == [32] * 50
+    assert counts == sorted(counts)
+    assert {extra_steps_at(i, 100, 32, 0.0) for i in range(100)} == {32}
+
+
+def test_training_reads_the_extra_steps_ramp(tmp_path):
+    """4 extra steps ramped over the whole 3-iteration run: 0, 1 and 2 of them, so 3 + 3 Adam
+    steps in all (12 without the ramp)."""
+    payload = train_three_iterations(tmp_path, "scds.sc_extra_steps=4", "scds.sc_extra_ramp=1")
+    assert adam_steps(payload) == {6}
+    assert payload["scheduler"]["last_epoch"] == 3
+
+
+def test_fingerprint_leaves_out_the_ramp_at_zero_so_older_checkpoints_resume(tmp_path):
+    """A checkpoint written before `sc_extra_ramp` existed hashed the scds section without it;
+    at ramp 0 (the training before it) the fingerprint is that hash, at any other ramp it
+    differs, and a run records the fingerprint that decides its resume."""
+    params = load_params(None, ["scds.sc_extra_steps=4"])
+    before_the_field = params.scds.model_dump()
+    del before_the_field["sc_extra_ramp"]
+    unramped = load_params(None, ["scds.sc_extra_steps=4", "scds.sc_extra_ramp=0"])
+    assert scds_fingerprint(unramped) == fingerprint(run_config(params, scds=before_the_field))
+    ramped = load_params(None, ["scds.sc_extra_steps=4", "scds.sc_extra_ramp=0.5"])
+    assert scds_fingerprint(ramped) != scds_fingerprint(unramped)
+
+    payload = train_three_iterations(tmp_path, "scds.sc_extra_ramp=0.25")
+    recorded = load_params(None, [*THREE_ITERATIONS, "scds.sc_extra_ramp=0.25"])
+    assert payload["fingerprint"] == scds_fingerprint(recorded)
 
 
 def test_fine_ode_target_is_the_state_later_on_a_base_step_ode_path(tmp_path):
