@@ -5,8 +5,8 @@ per iteration; schedules still advance once), the joint update with 8 extra
 self-consistency-only steps per iteration (`scds.sc_extra_steps`), with step sizes drawn ∝
 their size^0.5 (`scds.level_bias`), and with three times the iterations. With the target
 taken from the sampler's own base-step PF ODE (`scds.sc_target: fine_ode`): alone, with 8 and
-with 32 extra steps, and with the 32 ramped in over half of the run or all of it
-(`scds.sc_extra_ramp`).
+with 32 extra steps, and with the 32 ramped in over a quarter (the default), half or all of
+the run (`scds.sc_extra_ramp`).
 
 For each: the paper Sinkhorn of the K-step ODE sampler for K = 1, 2, 4, …, N at n = 6000 and of
 K = 1 at n = 20,000, each beside the teacher's value on the same reference; log Z and ESS from
@@ -40,7 +40,7 @@ from cds.targets import get_target
 
 #: name → overrides of the scds params. Every configuration pins its target and extra steps, so
 #: a rerun reproduces its row whatever the current defaults (`PAPER`: the paper's two-half-step
-#: target, the default).
+#: target, no extra steps; the default is the ramp 0.25 row).
 PAPER = ["scds.sc_target=half_steps", "scds.sc_extra_steps=0"]
 FINE_ODE = ["scds.update=joint", "scds.sc_target=fine_ode", "scds.sc_extra_ramp=0"]
 CONFIGS = {
