@@ -14,11 +14,11 @@ The cds samplers come from `paper_table.py`'s pipeline runs (seed 0; `logreg_can
 sweep cell this script runs, no exact samples: scored on the same moment errors): DIS at 128
 steps, CDDS at 1 step, SCDS at 1 step. Their cost for m samples is the training wall time (CDDS:
 teacher and student) plus m times the measured sampling time per sample; their gradient
-evaluations are the training's target-score calls (iterations × batch × steps; CDDS adds the
-fragment bank's ODE steps) plus the sampler's per-sample calls (128 for DIS, 0 for CDDS, K for
-SCDS). The break-even is the number of samples after which the one-step sampler's total wall
-time falls below NUTS's (warm-up plus draws at its measured rate) and below the 128-step
-teacher's.
+evaluations are the training's target-score calls (`training_grads`: every SDE and ODE step of
+every training path, CDDS's fragment bank and SCDS's self-consistency terms included) plus the
+sampler's per-sample calls (128 for DIS, 0 for CDDS, K for SCDS). The break-even is the number
+of samples after which the one-step sampler's total wall time falls below NUTS's (warm-up plus
+draws at its measured rate) and below the 128-step teacher's.
 
 Run:  .venv/bin/python benchmarks/baselines.py [--targets gmm9 funnel mw54 logreg_cancer]
 (needs paper_table.py's results for gmm9, funnel, mw54; writes baselines.json, keeping the
@@ -42,6 +42,7 @@ from pyro.infer.mcmc import MCMC, NUTS
 from cds.config import Params, load_params
 from cds.metrics import noise_floor, paper_sinkhorn
 from cds.metrics.modes import marginal_std_errors, mode_coverage
+from cds.scds import extra_steps_at
 from cds.serving import sampler_from_checkpoint
 from cds.targets import Target, get_target
 from pipelines.layout import Layout
@@ -54,6 +55,9 @@ REFERENCE = (4, 5000)
 #: Sample counts at which the NUTS curve is scored (pooled over chains).
 CURVE_M = (250, 500, 1000, 2000, 4000, 6000)
 CDS_SAMPLERS = ("DIS-128", "CDDS-1", "SCDS-1")
+#: logreg_cancer's teacher budget (iterations, EMA window), mw54's: at the default 1000
+#: iterations the teacher's ELBO is still 23 nats below its IS log Z (README).
+LOGREG_TEACHER = (10_000, 1500)
 
 
 def run_nuts(
@@ -152,15 +156,36 @@ def nuts_curve(
 
 
 def training_grads(params: Params, sampler: str) -> float:
-    """Target-score calls spent training a sampler (module docstring)."""
+    """Target-score calls spent training a sampler.
+
+    DIS: one per SDE step of every path. CDDS: its teacher's, plus one per fine ODE step of
+    every bank fragment (rebuilt every `refresh_every` iterations with `fragments: refresh`).
+    SCDS: per iteration the SDE paths' steps, the fine PF-ODE paths' steps (`sc_target:
+    fine_ode`), and per self-consistency term one score call per state for the 2d step (plus
+    two for the half steps with `half_steps`); the terms are 1 + the extra steps at that
+    iteration (`extra_steps_at`, the ramp included).
+    """
     teacher = params.teacher
     teacher_calls = teacher.optim.iterations * teacher.optim.batch_size * teacher.n_steps
     if sampler.startswith("DIS"):
         return float(teacher_calls)
     if sampler.startswith("CDDS"):
-        return float(teacher_calls + params.cdds.bank_size * params.cdds.n_fine)
+        cdds = params.cdds
+        if cdds.fragments == "online":
+            raise ValueError("cdds.fragments = 'online': its score calls are not counted here")
+        banks = 1
+        if cdds.fragments == "refresh":
+            banks += (cdds.optim.iterations - 1) // cdds.refresh_every
+        return float(teacher_calls + banks * cdds.bank_size * cdds.n_fine)
     scds = params.scds
-    return float(scds.optim.iterations * scds.optim.batch_size * scds.n_steps)
+    iterations, batch = scds.optim.iterations, scds.optim.batch_size
+    fine = scds.sc_target == "fine_ode"
+    terms = sum(
+        1 + extra_steps_at(i, iterations, scds.sc_extra_steps, scds.sc_extra_ramp)
+        for i in range(iterations)
+    )
+    paths = iterations * batch * scds.n_steps * (2 if fine else 1)
+    return float(paths + terms * batch * (1 if fine else 3))
 
 
 def cds_points(
@@ -240,10 +265,18 @@ def plot(name: str, points: list[dict[str, Any]], key: str, label: str) -> Path:
 
 
 def logreg_rows() -> list[dict[str, Any]]:
-    """CDDS (and its teacher) on logreg_cancer from one pipeline sweep cell (seed 0)."""
-    grid = SweepGrid(name="baselines-logreg", targets=["logreg_cancer"], methods=["cdds"])
+    """CDDS (and its teacher) on logreg_cancer from one pipeline sweep cell (seed 0, teacher
+    budget LOGREG_TEACHER)."""
+    iterations, window = LOGREG_TEACHER
+    grid = SweepGrid(
+        name="baselines-logreg",
+        targets=["logreg_cancer"],
+        methods=["cdds"],
+        overrides=[{"teacher.optim.iterations": iterations, "teacher.optim.ema_window": window}],
+    )
     directory = ROOT / "runs" / "sweeps" / grid.name
-    _, results = run_sweep(grid, ROOT, directory, "local")
+    # the cell's torch threads are this process's (OMP_NUM_THREADS), not all the cores
+    _, results = run_sweep(grid, ROOT, directory, "local", torch_threads=torch.get_num_threads())
     (cell,) = cells(grid)
     if results[0]["status"] != "ok":
         raise RuntimeError(f"cell {cell.id} failed: {results[0]['error']}")
@@ -313,6 +346,8 @@ def main() -> None:
                 "nuts_grads": last["grads"],
                 "nuts_quality": last[key],
                 "nuts_coverage": last.get("entropic_coverage", math.nan),
+                "cds_cells": sorted({Path(r["checkpoint"]).parents[2].name for r in rows}),
+                "cds_overrides": rows[0].get("overrides", []),
                 **{
                     f"{p['sampler']}_quality": p[key]
                     for p in points

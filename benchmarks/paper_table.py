@@ -20,6 +20,7 @@ columns (`benchmarks/results/paper_table.md`, also written between the README's
 Run:  .venv/bin/python benchmarks/paper_table.py [--targets gmm9 mw54 ...] [--seeds N]
           [--large-n N] [--workers W] [--torch-threads T] [--set KEY=VALUE ...]
 (`--set` overrides every cell's params, e.g. a reduced budget; the overrides are recorded.
+`--seeds N` runs seeds 0 … N−1 and keeps the results file's rows of the target's other seeds.
 Torch threads per cell default to the cores divided among the workers. Each target's teacher
 budget and CDDS settings come from `_common.target_overrides`.)
       .venv/bin/python benchmarks/paper_table.py --remeasure --targets gmm9 [--large-n N]
@@ -366,9 +367,11 @@ def main() -> None:
                 args.torch_threads,
             )
         ]
-    # the other targets' rows as they are now (another run may have rewritten them meanwhile)
-    rows = [r for r in previous_rows(__file__) if r["target"] not in args.targets] + rows
-    rows.sort(key=lambda r: list(PAPER).index(r["target"]))  # the paper's order (stable)
+    # the rows this run did not redo, as they are now (another run may have rewritten them
+    # meanwhile): other targets, and the seeds above --seeds of these targets
+    redone = {(r["target"], r["seed"]) for r in rows}
+    rows = [r for r in previous_rows(__file__) if (r["target"], r["seed"]) not in redone] + rows
+    rows.sort(key=lambda r: (list(PAPER).index(r["target"]), r["seed"]))  # paper's order, stable
     table = aggregate(rows)
     last_run = {"targets": args.targets, "overrides": args.extra, "remeasure": args.remeasure}
     write_results(__file__, {"last_run": last_run, "rows": rows, "table": table})
