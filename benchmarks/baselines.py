@@ -55,8 +55,10 @@ REFERENCE = (4, 5000)
 #: Sample counts at which the NUTS curve is scored (pooled over chains).
 CURVE_M = (250, 500, 1000, 2000, 4000, 6000)
 CDS_SAMPLERS = ("DIS-128", "CDDS-1", "SCDS-1")
-#: logreg_cancer's teacher budget (iterations, EMA window), mw54's: at the default 1000
-#: iterations the teacher's ELBO is still 23 nats below its IS log Z (README).
+#: Weight diagnostics (valid weights, from the cells' evaluations) copied into the summary.
+WEIGHT_KEYS = ("elbo", "log_Z_is", "ess", "abs_dlogZ_is")
+#: logreg_cancer's teacher budget (iterations, EMA window), mw54's: the default 1000 iterations
+#: left the teacher's ELBO 23 nats below its IS log Z (one run), 10,000 leave 15 (README).
 LOGREG_TEACHER = (10_000, 1500)
 
 
@@ -281,12 +283,13 @@ def logreg_rows() -> list[dict[str, Any]]:
     if results[0]["status"] != "ok":
         raise RuntimeError(f"cell {cell.id} failed: {results[0]['error']}")
     layout = Layout(directory / "cells" / cell.id)
-    training = json.loads(layout.report.read_text())["training"]
+    report = json.loads(layout.report.read_text())
+    training = report["training"]
     teacher_s, student_s = training["teacher"]["seconds"], training["student"]["seconds"]
     rows = []
-    for sampler, path, n_steps, nfe, total in (
-        ("DIS-128", layout.teacher, None, 128, teacher_s),
-        ("CDDS-1", layout.student, 1, 1, teacher_s + student_s),
+    for sampler, path, n_steps, nfe, total, metrics in (
+        ("DIS-128", layout.teacher, None, 128, teacher_s, report["teacher"]),
+        ("CDDS-1", layout.student, 1, 1, teacher_s + student_s, report["student"]),
     ):
         s = sampler_from_checkpoint(path, n_steps)
         start = time.perf_counter()
@@ -299,6 +302,7 @@ def logreg_rows() -> list[dict[str, Any]]:
                 "nfe": nfe,
                 "total_train_s": total,
                 "sample_s_per_1e6": (time.perf_counter() - start) * 50,
+                **{key: metrics.get(key) for key in WEIGHT_KEYS},
             }
         )
     return rows
@@ -348,6 +352,7 @@ def main() -> None:
                 "nuts_coverage": last.get("entropic_coverage", math.nan),
                 "cds_cells": sorted({Path(r["checkpoint"]).parents[2].name for r in rows}),
                 "cds_overrides": rows[0].get("overrides", []),
+                "cds_weights": {r["sampler"]: {k: r.get(k) for k in WEIGHT_KEYS} for r in rows},
                 **{
                     f"{p['sampler']}_quality": p[key]
                     for p in points
