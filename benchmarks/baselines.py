@@ -21,8 +21,8 @@ of samples after which the one-step sampler's total wall time falls below NUTS's
 draws at its measured rate) and below the 128-step teacher's.
 
 Run:  .venv/bin/python benchmarks/baselines.py [--targets gmm9 funnel mw54 logreg_cancer]
-(needs paper_table.py's results for gmm9, funnel, mw54; writes baselines.json, keeping the
-targets not named, and one PNG per target)
+(needs paper_table.py's results for gmm9, funnel, mw54 and the cells they record under
+runs/sweeps; writes baselines.json, keeping the targets not named, and one PNG per target)
 """
 
 from __future__ import annotations
@@ -308,22 +308,36 @@ def logreg_rows() -> list[dict[str, Any]]:
     return rows
 
 
+def paper_table_rows(table: list[dict[str, Any]], name: str) -> list[dict[str, Any]]:
+    """The target's seed-0 cds rows of paper_table.json, whose cells must be on this machine."""
+    rows = [
+        r for r in table if r["target"] == name and r["seed"] == 0 and r["sampler"] in CDS_SAMPLERS
+    ]
+    if not rows:
+        raise SystemExit(f"no paper_table.py rows for {name}: run paper_table.py first")
+    missing = [r["checkpoint"] for r in rows if not Path(r["checkpoint"]).exists()]
+    if missing:
+        raise SystemExit(
+            f"{name}: the paper table's checkpoint {missing[0]} is not on this machine: "
+            f"run paper_table.py --targets {name} first (it trains the cells again)"
+        )
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--targets", nargs="+", default=["gmm9", "funnel", "mw54", "logreg_cancer"])
+    targets = ["gmm9", "funnel", "mw54", "logreg_cancer"]
+    parser.add_argument("--targets", nargs="+", default=targets, choices=targets)
     args = parser.parse_args()
     table = json.loads((RESULTS / "paper_table.json").read_text())["rows"]
+    for name in args.targets:  # refused before any NUTS run or training
+        if name != "logreg_cancer":
+            paper_table_rows(table, name)
     summary, curves = [], {}
     for name in args.targets:
         target = get_target(name)
         if target.has_exact_samples:
-            rows = [
-                r
-                for r in table
-                if r["target"] == name and r["seed"] == 0 and r["sampler"] in CDS_SAMPLERS
-            ]
-            if not rows:
-                raise SystemExit(f"no paper_table.py rows for {name}: run paper_table.py first")
+            rows = paper_table_rows(table, name)
             reference = target.sample(max(CURVE_M), torch.Generator().manual_seed(77))
         else:
             rows = logreg_rows()
