@@ -229,7 +229,9 @@ def main(targets: list[str], configs: list[str], teacher_store: Path) -> None:
                         6000, torch.Generator().manual_seed(9)
                     )
                     row[f"K{k}_6000"] = paper_sinkhorn(xk, refs[6000]).value
-                weights = one_step_weights_report(student, target, prior, 6000, 10)
+                weights = one_step_weights_report(
+                    student, target, prior, 6000, torch.Generator().manual_seed(10)
+                )
                 row.update({f"w_{k}": v for k, v in weights.items()})
                 sampler = sampler_from_checkpoint(path)
                 per_1m = best_of(lambda s=sampler: s.sample(1_000_000), repeats=3)

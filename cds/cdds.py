@@ -21,6 +21,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from cds import seeding
 from cds.checkpoints import (
     frozen_with_ema,
     load_checkpoint,
@@ -103,6 +104,7 @@ class ConsistencyObjective:
     params: CDDSParams
     bank: FragmentBank | None = None
     ema_target: ConsistencyStudent | None = None
+    #: Root seed of the bank's rebuilds (stream `fragment_refresh`, one per rebuild).
     refresh_seed: int = 0
 
     def _pairs(self, generator: torch.Generator) -> tuple[Tensor, Tensor, Tensor]:
@@ -136,7 +138,7 @@ class ConsistencyObjective:
     def _maybe_refresh(self, iteration: int) -> None:
         p = self.params
         if p.fragments == "refresh" and iteration > 0 and iteration % p.refresh_every == 0:
-            gen = torch.Generator().manual_seed(self.refresh_seed + iteration)
+            gen = seeding.generator(self.refresh_seed, seeding.FRAGMENT_REFRESH, iteration)
             self.bank = generate_fragments(
                 self.teacher, self.target, self.prior, self.fine_grid, self.coarse, p.bank_size, gen
             )
@@ -198,7 +200,7 @@ def train_student(
     """Distil `teacher` into a consistency student (resumes from a matching checkpoint)."""
     cfg = params.cdds
     schedule = make_schedule(params)
-    torch.manual_seed(params.seed)
+    torch.manual_seed(seeding.stream_seed(params.seed, seeding.INIT))
     student = ConsistencyStudent(
         target.dim, schedule.T, cfg.network.width, cfg.network.depth, cfg.network.activation
     )
@@ -219,14 +221,14 @@ def train_student(
         cfg,
         bank=bank if cfg.fragments != "online" else None,
         ema_target=copy.deepcopy(student) if cfg.target_network == "ema" else None,
-        refresh_seed=params.seed + 104729,
+        refresh_seed=params.seed,
     )
     config = run_config(params, cdds=cfg.model_dump(), teacher=teacher_hash)
 
     reference = None
     if target.has_exact_samples:
         reference = target.sample(
-            cfg.eval_samples, torch.Generator().manual_seed(params.evaluation.seed + 7919)
+            cfg.eval_samples, seeding.generator(params.evaluation.seed, seeding.TRAINING_REFERENCE)
         )
 
     def evaluation(model: torch.nn.Module, iteration: int) -> dict[str, Any]:
@@ -235,10 +237,12 @@ def train_student(
             target,
             prior,
             cfg.eval_samples,  # type: ignore[arg-type]
-            params.seed + iteration,
+            seeding.generator(params.seed, seeding.TRAIN_EVAL, iteration, 0),
         )
         if reference is not None:
-            x0 = prior.sample(cfg.eval_samples, torch.Generator().manual_seed(iteration))
+            x0 = prior.sample(
+                cfg.eval_samples, seeding.generator(params.seed, seeding.TRAIN_EVAL, iteration, 1)
+            )
             with torch.no_grad():
                 report["sinkhorn"] = paper_sinkhorn(model(x0, schedule.T), reference).value
         return report
@@ -247,7 +251,7 @@ def train_student(
         student,
         objective,
         cfg.optim,
-        seed=params.seed,
+        seed=seeding.stream_seed(params.seed, seeding.TRAIN),
         kind=STUDENT_KIND,
         fingerprint=fingerprint(config),
         checkpoint_path=checkpoint_path,
@@ -310,17 +314,17 @@ def one_step_log_abs_det(
 
 
 def one_step_weights_report(
-    student: ConsistencyStudent, target: Target, prior: StandardNormalPrior, n: int, seed: int
+    student: ConsistencyStudent,
+    target: Target,
+    prior: StandardNormalPrior,
+    n: int,
+    generator: torch.Generator,
 ) -> dict[str, Any]:
-    """ELBO, IS log Z, ESS of the one-step map, with the share of negative Jacobian signs (a
-    continuous invertible map has one sign everywhere; mixed signs flag non-invertibility)."""
+    """ELBO, IS log Z and ESS of the one-step map with their standard errors, the share of
+    negative Jacobian determinants, and whether the map folds (`log_z_report`)."""
     start = time.perf_counter()
-    _, log_w, sign = one_step_log_weights(
-        student, target, prior, n, torch.Generator().manual_seed(seed)
-    )
-    report: dict[str, Any] = log_z_report(log_w, target.log_Z)
-    negative = float((sign < 0).double().mean())
-    report["jacobian_negative_fraction"] = min(negative, 1.0 - negative)
+    _, log_w, sign = one_step_log_weights(student, target, prior, n, generator)
+    report: dict[str, Any] = log_z_report(log_w, target.log_Z, det_signs=sign)
     report["weights_seconds"] = time.perf_counter() - start
     return report
 

@@ -183,26 +183,33 @@ class SCDSParams(_Strict):
 
 
 class EvaluationParams(_Strict):
-    """Final evaluation: sample counts and seed of the fresh reference samples."""
+    """Final evaluation: the size of each exact reference set (validation and test) and of
+    every scored sample set, and the root seed of the evaluation's random streams
+    (`cds.seeding`): the same seed gives every version of a model the same exam."""
 
     n_samples: Annotated[int, Field(ge=10)] = 6000
-    seed: int = 1
+    seed: Annotated[int, Field(ge=0, lt=2**63, strict=True)] = 1
     #: Independent exact-vs-exact pairs averaged for the metric's noise floor.
     floor_repeats: PositiveInt = 3
 
 
 class RegistryParams(_Strict):
-    """Registration of the final sampler in the MLflow model registry, and its quality gate.
-
-    A new version takes the `champion` alias only if its paper Sinkhorn is at most
-    (1 + sinkhorn_tolerance) × the champion's and, where log Z is known, its |Δlog Z| is at
-    most the champion's + log_z_tolerance."""
+    """Registration of the final sampler in the MLflow model registry, and its quality gate
+    (README: the registry). A new version takes the `champion` alias only if it was evaluated
+    under the champion's protocol and, on every figure both versions have, it is no worse
+    than the champion within the tolerance plus `error_multiplier` combined standard errors:
+    its Sinkhorn/floor ratio at most (1 + sinkhorn_tolerance) × the champion's; its |Δlog Z|
+    at most, and its ELBO and IS log Z at least, the champion's ∓ log_z_tolerance; its ESS at
+    least (1 − ess_tolerance) × the champion's; its weights valid where the champion's are."""
 
     #: Registered model name; None means "cds-<target name>".
     model_name: str | None = None
     experiment: str = "cds"
-    sinkhorn_tolerance: Annotated[float, Field(ge=0)] = 0.05
-    log_z_tolerance: Annotated[float, Field(ge=0)] = 0.05
+    sinkhorn_tolerance: Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)] = 0.05
+    log_z_tolerance: Annotated[float, Field(ge=0, le=10, allow_inf_nan=False)] = 0.05
+    ess_tolerance: Annotated[float, Field(ge=0, lt=1, allow_inf_nan=False)] = 0.5
+    #: How many combined standard errors a difference may exceed the tolerance by.
+    error_multiplier: Annotated[float, Field(ge=0, le=5, allow_inf_nan=False)] = 2.0
 
     @field_validator("model_name")
     @classmethod
@@ -215,7 +222,8 @@ class RegistryParams(_Strict):
 class Params(_Strict):
     """The whole params.yaml."""
 
-    seed: int = 0
+    #: Root seed of every training stream (`cds.seeding`).
+    seed: Annotated[int, Field(ge=0, lt=2**63, strict=True)] = 0
     #: Which student the pipeline trains and registers (the DIS teacher is always trained: it
     #: is the baseline, and CDDS distils it).
     method: Literal["cdds", "scds"] = "cdds"

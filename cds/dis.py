@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from cds import seeding
 from cds.checkpoints import frozen_with_ema, load_finished_checkpoint
 from cds.config import NetworkParams, Params
 from cds.losses import log_variance_loss
@@ -110,12 +111,11 @@ def evaluate_sde_sampler(
     prior: StandardNormalPrior,
     grid: Tensor,
     n: int,
-    seed: int,
+    generator: torch.Generator,
     reference: Tensor | None = None,
 ) -> dict[str, Any]:
     """Draw n weighted SDE samples; log Z estimates, ESS and (with a reference) the paper
     Sinkhorn."""
-    generator = torch.Generator().manual_seed(seed)
     start = time.perf_counter()
     weighted = sample_sde(control, target, prior, grid, n, generator)
     out: dict[str, Any] = {"sample_seconds": time.perf_counter() - start}
@@ -136,7 +136,7 @@ def train_teacher(
     """Train (or resume) the DIS teacher of `params` on `target`."""
     teacher = params.teacher
     schedule = make_schedule(params)
-    torch.manual_seed(params.seed)
+    torch.manual_seed(seeding.stream_seed(params.seed, seeding.INIT))
     control = make_control(target.dim, schedule, teacher.network, teacher.clip.initial)
     prior = StandardNormalPrior(target.dim, params.sde.prior_truncation)
     grid = uniform_grid(teacher.n_steps, schedule.T)
@@ -145,19 +145,26 @@ def train_teacher(
     reference = None
     if target.has_exact_samples:
         reference = target.sample(
-            teacher.eval_samples, torch.Generator().manual_seed(params.evaluation.seed + 7919)
+            teacher.eval_samples,
+            seeding.generator(params.evaluation.seed, seeding.TRAINING_REFERENCE),
         )
 
     def evaluation(model: torch.nn.Module, iteration: int) -> dict[str, Any]:
         return evaluate_sde_sampler(
-            model, target, prior, grid, teacher.eval_samples, params.seed + iteration, reference
+            model,
+            target,
+            prior,
+            grid,
+            teacher.eval_samples,
+            seeding.generator(params.seed, seeding.TRAIN_EVAL, iteration),
+            reference,
         )  # type: ignore[arg-type]
 
     trainer = Trainer(
         control,
         objective,
         teacher.optim,
-        seed=params.seed,
+        seed=seeding.stream_seed(params.seed, seeding.TRAIN),
         kind=TEACHER_KIND,
         fingerprint=teacher_fingerprint(params),
         checkpoint_path=checkpoint_path,

@@ -12,26 +12,41 @@ estimate instead.
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor
 
+from cds import seeding
 from cds.cdds import one_step_log_weights
-from cds.metrics import log_z_report, sample_quality, with_floor_ratios
+from cds.metrics import log_z_report, paper_sinkhorn, sample_quality, with_floor_ratios
 from cds.scds import flow_log_weights
 from cds.serving import ConsistencySampler, DiffusionSampler, Sampler, ShortcutSampler
 from cds.targets.base import Target
+
+#: Version of everything that decides an evaluation's figures: the paper Sinkhorn (ε = 1e-3,
+#: ≤ 100 iterations) and its floor, the discrete-time SDE weights, the fold check of flow
+#: weights, the scoring streams. Figures of different metric versions are not comparable.
+METRIC_VERSION = "2"
+
+
+class References(NamedTuple):
+    """Two independent sets of exact target samples of the same size: `validation` for every
+    choice made on evaluation (best K, configurations), `test` only for the reported quality."""
+
+    validation: Tensor
+    test: Tensor
+
 
 #: Largest dimension for which an SCDS flow's exact-Jacobian weights are computed (D×D per
 #: sample and step).
 MAX_EXACT_DIM = 100
 
 
-def timed_samples(sampler: Sampler, n: int, seed: int) -> tuple[Tensor, float]:
+def timed_samples(sampler: Sampler, n: int, generator: torch.Generator) -> tuple[Tensor, float]:
     """n samples and the seconds they took."""
     start = time.perf_counter()
-    x = sampler.sample(n, torch.Generator().manual_seed(seed))
+    x = sampler.sample(n, generator)
     return x, time.perf_counter() - start
 
 
@@ -57,20 +72,25 @@ def weight_estimator(
 
 
 def log_weights(
-    sampler: Sampler, target: Target, n: int, seed: int, max_jacobian_passes: int | None = None
-) -> Tensor | None:
+    sampler: Sampler,
+    target: Target,
+    n: int,
+    generator: torch.Generator,
+    max_jacobian_passes: int | None = None,
+) -> tuple[Tensor, Tensor | None] | None:
     """Log importance weights of n fresh samples with the estimator `weight_estimator` picks,
-    or None where there are none."""
+    and the Jacobian determinant signs of a deterministic map where they are known (None for
+    SDE weights and trace estimates); None where there are no weights."""
     estimator = weight_estimator(sampler, target, max_jacobian_passes)
-    generator = torch.Generator().manual_seed(seed)
     if estimator is None:
         return None
     if isinstance(sampler, DiffusionSampler):
-        return sampler.weighted_samples(n, generator).log_weights
+        return sampler.weighted_samples(n, generator).log_weights, None
     if isinstance(sampler, ConsistencySampler):
-        return one_step_log_weights(sampler.student, target, sampler.prior, n, generator)[1]
+        _, log_w, signs = one_step_log_weights(sampler.student, target, sampler.prior, n, generator)
+        return log_w, signs
     assert isinstance(sampler, ShortcutSampler)
-    return flow_log_weights(
+    _, log_w, signs = flow_log_weights(
         sampler.control,
         target,
         sampler.prior,
@@ -79,28 +99,47 @@ def log_weights(
         n,
         generator,
         divergence=estimator,
-    )[1]
+    )
+    return log_w, signs
 
 
 def score_sampler(
     sampler: Sampler,
     target: Target,
-    reference: Tensor | None,
+    references: References | None,
     floor: dict[str, float] | None,
-    seed: int,
+    eval_seed: int,
+    label: str,
     n_weights: int,
     max_jacobian_passes: int | None = None,
+    validate: bool = False,
 ) -> tuple[dict[str, Any], Tensor]:
-    """The metrics the evaluation reports for one sampler, and its samples: NFE, sampling time,
-    log Z / ESS from `n_weights` weighted samples and (with a reference) quality with floor
-    ratios; "weights" names the weight estimator (no log Z keys where there is none)."""
-    n = len(reference) if reference is not None else n_weights
-    samples, seconds = timed_samples(sampler, n, seed)
+    """The metrics the evaluation reports for one sampler, and its samples.
+
+    NFE, sampling time, log Z / ESS with standard errors from `n_weights` weighted samples
+    (with the fold check of deterministic maps) and, with references, quality against the
+    test reference with floor ratios. With `validate`, an independent sample set is also scored
+    against the validation reference (`sinkhorn_validation`, what choices such as the best K
+    read). Draws come from the evaluation streams `scoring:<label>…` of `eval_seed`, so every
+    sampler is scored on its own stream and the same seed gives the same metrics. "weights"
+    names the weight estimator (no log Z keys where there is none)."""
+    n = len(references.test) if references is not None else n_weights
+    stream = f"{seeding.SCORING}:{label}"
+    samples, seconds = timed_samples(sampler, n, seeding.generator(eval_seed, stream))
     out: dict[str, Any] = {"method": sampler.method, "nfe": sampler.nfe, "sample_seconds": seconds}
-    weights = log_weights(sampler, target, n_weights, seed + 1, max_jacobian_passes)
+    weights = log_weights(
+        sampler,
+        target,
+        n_weights,
+        seeding.generator(eval_seed, stream + ":weights"),
+        max_jacobian_passes,
+    )
     if weights is not None:
         out["weights"] = weight_estimator(sampler, target, max_jacobian_passes)
-        out.update(log_z_report(weights, target.log_Z))
-    if reference is not None and floor is not None:
-        out.update(with_floor_ratios(sample_quality(target, samples, reference), floor))
+        out.update(log_z_report(weights[0], target.log_Z, det_signs=weights[1]))
+    if references is not None and floor is not None:
+        out.update(with_floor_ratios(sample_quality(target, samples, references.test), floor))
+        if validate:
+            held_out = sampler.sample(n, seeding.generator(eval_seed, stream + ":validation"))
+            out["sinkhorn_validation"] = paper_sinkhorn(held_out, references.validation).value
     return out, samples

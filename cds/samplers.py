@@ -5,8 +5,10 @@ Euler–Maruyama step on the grid t_0 < … < t_N:
 
 Discretized Radon–Nikodym derivative (spec §3), with ū_k = stopgrad(u_k):
     R = log p_prior(x_0) + Σ_k [u_k·(ū_k − ½u_k)·Δt_k + √Δt_k·u_k·ξ_k − Δdiv_k] − log ρ(x_N),
-so that −R is a log importance weight and E[exp(−R)] = Z (O(Δt) bias). The drift-divergence
-term Δdiv_k is always included here, so ELBO = mean(−R) and log-mean-exp(−R) are valid.
+so that −R is a log importance weight of the discrete chain. With the discrete normaliser
+Δdiv_k = D·log(1 + ½β(t_k)·Δt_k) (`VPSchedule.drift_divergence_increments`),
+E[exp(−R)] = Z exactly for any control and any number of steps, and E[−R] ≤ log Z. Δdiv is
+always included here, so ELBO = mean(−R) and log-mean-exp(−R) are valid estimates.
 
 Euler step of the PF ODE:  x_{k+1} = x_k + Δt_k·[½β(t_k)·x_k + ½σ(t_k)·u_k].
 """
@@ -156,7 +158,8 @@ def sample_sde(
     """n samples of the Euler–Maruyama sampler with log weights −R, in bounded memory.
 
     Runs in batches of `batch_size` paths and keeps only the end states and the RND, so memory
-    is O(batch_size·D) for any n and number of steps.
+    is O(batch_size·D) for any n and number of steps. The RND accumulates in float64 (its terms
+    reach thousands of nats in high dimension), so the log weights are float64.
     """
     schedule = control.schedule
     terms = _grid_terms(control, target, grid, step_size)
@@ -165,15 +168,16 @@ def sample_sde(
     for start in range(0, n, batch_size):
         m = min(batch_size, n - start)
         x = prior.sample(m, generator)
-        rnd = prior.log_prob(x) - drift_div
+        rnd = prior.log_prob(x).double() - drift_div
         for k, dt in enumerate(terms.dts):
             t, sigma = terms.times[k], terms.sigmas[k]
             u = terms.control_at(k, x)
             xi = torch.randn(x.shape, generator=generator)
-            rnd = rnd + 0.5 * u.square().sum(1) * dt + math.sqrt(dt) * (u * xi).sum(1)
+            step = 0.5 * u.square().sum(1) * dt + math.sqrt(dt) * (u * xi).sum(1)
+            rnd = rnd + step.double()
             x = x + (0.5 * schedule.beta(t) * x + sigma * u) * dt + sigma * math.sqrt(dt) * xi
         samples.append(x)
-        log_weights.append(target.log_prob(x) - rnd)
+        log_weights.append(target.log_prob(x).double() - rnd)
     return WeightedSamples(torch.cat(samples), torch.cat(log_weights))
 
 

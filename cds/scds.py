@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from cds import seeding
 from cds.checkpoints import frozen_with_ema, load_finished_checkpoint
 from cds.config import Params, SCDSParams
 from cds.dis import fingerprint, make_control, make_schedule, run_config
@@ -169,7 +170,7 @@ def train_scds(
     """Train (or resume) SCDS from scratch; no teacher needed."""
     cfg = params.scds
     schedule = make_schedule(params)
-    torch.manual_seed(params.seed)
+    torch.manual_seed(seeding.stream_seed(params.seed, seeding.INIT))
     control = make_control(
         target.dim, schedule, cfg.network, cfg.clip.initial, step_conditioned=True
     )
@@ -181,7 +182,7 @@ def train_scds(
         control,
         objective,
         cfg.optim,
-        seed=params.seed,
+        seed=seeding.stream_seed(params.seed, seeding.TRAIN),
         kind=SCDS_KIND,
         fingerprint=scds_fingerprint(params),
         checkpoint_path=checkpoint_path,
@@ -221,8 +222,10 @@ def flow_log_weights(
     generator: torch.Generator,
     divergence: str = "exact_logdet",
     probes: int = 1,
-) -> tuple[Tensor, Tensor]:
-    """K-step ODE samples and deterministic-flow log weights (spec §6):
+) -> tuple[Tensor, Tensor, Tensor | None]:
+    """K-step ODE samples, deterministic-flow log weights (spec §6) and, with exact log-dets,
+    the Jacobian determinant sign of each step for each sample, (K, n) (None for the trace
+    forms, which cannot see a fold):
 
     log w = log ρ(x_K) − log p_prior(x_0) + Σ_k c_k, with c_k =
       - "exact_logdet": log|det(I + s_k·J_k)| from the full Jacobian of each Euler step (valid
@@ -236,6 +239,7 @@ def flow_log_weights(
     coarse = sub_grid(grid, n_steps)
     x = prior.sample(n, generator)
     log_w = -prior.log_prob(x).double()
+    signs = []
     for k in range(n_steps):
         t = coarse[k].expand(n)
         s = (coarse[k + 1] - coarse[k]).expand(n)
@@ -245,7 +249,9 @@ def flow_log_weights(
 
         if divergence == "exact_logdet":
             jac = batch_jacobian(step, x)
-            log_w = log_w + torch.linalg.slogdet(jac.double()).logabsdet
+            step_sign, step_logdet = torch.linalg.slogdet(jac.double())
+            log_w = log_w + step_logdet
+            signs.append(step_sign)
         elif divergence in ("exact_trace", "hutchinson"):
 
             def velocity(v: Tensor, step_fn=step, s: Tensor = s) -> Tensor:
@@ -261,4 +267,4 @@ def flow_log_weights(
             raise ValueError(f"unknown divergence {divergence!r}")
         with torch.no_grad():
             x = step(x)
-    return x.detach(), log_w + target.log_prob(x).double()
+    return x.detach(), log_w + target.log_prob(x).double(), torch.stack(signs) if signs else None

@@ -68,12 +68,18 @@ class VPSchedule:
         return 1.0 - a * a
 
     def drift_divergence_increments(self, grid: Tensor, dim: int) -> Tensor:
-        """Δdiv_k = ∫_{t_k}^{t_{k+1}} div μ dt = ¼·D·(β(t_k) + β(t_{k+1}))·Δt_k (spec §3).
+        """Δdiv_k = D·log(1 + ½β(t_k)·Δt_k): the log normaliser of the reference kernel of the
+        Euler–Maruyama chain (docs/methods.md §3).
 
-        Exact for linear β; the increments sum to ½·D·∫₀^T β over the whole grid.
+        The uncontrolled Euler kernel F⁰(x_{k+1} | x_k) = N(x_{k+1}; (1 + ½β_kΔt_k)·x_k,
+        β_kΔt_k·I) integrates over x_k to (1 + ½β_kΔt_k)^−D, so the backward kernel
+        B(x_k | x_{k+1}) = F⁰(x_{k+1} | x_k)·(1 + ½β_kΔt_k)^D is normalised and
+        E[exp(−R)] = Z exactly for any control and any grid. (The continuous-time integral
+        ¼·D·(β_k + β_{k+1})·Δt_k is larger by D·c_N in total and biases log Z up by that much.)
         """
-        beta = self.beta(grid)
-        return 0.25 * dim * (beta[:-1] + beta[1:]) * (grid[1:] - grid[:-1])
+        grid = grid.double()
+        beta = self.beta(grid[:-1])
+        return dim * torch.log1p(0.5 * beta * (grid[1:] - grid[:-1]))
 
 
 def uniform_grid(n_steps: int, T: float = 1.0, dtype: torch.dtype = torch.float32) -> Tensor:

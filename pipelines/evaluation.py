@@ -1,30 +1,32 @@
 """The evaluation stage: score the student and the teacher (at its N steps and at one step, the
-paper's "DIS-1") against the target stage's exact reference samples beside the noise floor,
-trace the student's quality-vs-NFE budget curve (Sinkhorn, |Δlog Z| and ESS per K), and
-write data/eval/metrics.json (headline numbers, what `dvc metrics` shows and the gate reads),
+paper's "DIS-1") against the target stage's exact test reference beside the noise floor,
+trace the student's quality-vs-NFE budget curve (Sinkhorn, |Δlog Z| and ESS per K; the best K
+chosen on the validation reference, reported on the test reference), and write
+data/eval/metrics.json (headline numbers, what `dvc metrics` shows and the gate reads),
 report.json (every metric of student, teacher and floor), budget_curve.json and PNG plots."""
 
 from __future__ import annotations
 
+import hashlib
 import math
 import shutil
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from cds import seeding
 from cds.checkpoints import load_checkpoint
 from cds.config import Params
-from cds.evaluation import score_sampler
+from cds.evaluation import METRIC_VERSION, References, score_sampler
 from cds.metrics import noise_floor
 from cds.serving import sampler_from_checkpoint
 from cds.targets import Target
 from pipelines.io import write_json_atomic
 from pipelines.layout import Layout
 from pipelines.plots import plot_budget_curve, plot_samples
-from pipelines.stages import checked_target, load_reference, require
+from pipelines.stages import checked_target, load_references, require
 
 #: Student metrics copied to the top level of metrics.json (what the gate and dashboards read).
 HEADLINE = (
@@ -35,8 +37,13 @@ HEADLINE = (
     "abs_dlogZ_is",
     "abs_dlogZ_elbo",
     "log_Z_is",
+    "log_Z_is_se",
     "elbo",
+    "elbo_se",
     "ess",
+    "weights_valid",
+    "negative_det_fraction",
+    "folded_fraction",
     "sample_seconds",
 )
 
@@ -59,41 +66,49 @@ def budgets(params: Params) -> list[int]:
 
 def run_evaluate(params: Params, layout: Layout, progress: bool = True) -> dict[str, Any]:
     target = checked_target(params, layout)
-    reference = load_reference(layout)
+    references = load_references(layout)
     student_path = require(layout.student, "student")
     teacher_path = require(layout.teacher, "teacher")
     shutil.rmtree(layout.eval_dir, ignore_errors=True)
     cfg = params.evaluation
     floor = None
-    if reference is not None:
+    if references is not None:
         floor = noise_floor(
-            target, len(reference), torch.Generator().manual_seed(cfg.seed + 2), cfg.floor_repeats
+            target,
+            len(references.test),
+            seeding.generator(cfg.seed, seeding.FLOOR),
+            cfg.floor_repeats,
         )
     steps = budgets(params)
     extra = 3 if params.method == "scds" else 2
     bar = tqdm(total=len(steps) + extra, desc="evaluate", disable=not progress, dynamic_ncols=True)
 
-    def score(checkpoint: Path, seed: int, **how: Any) -> tuple[dict[str, Any], Tensor]:
+    def score(
+        checkpoint: Path, label: str, validate: bool = False, **how: Any
+    ) -> tuple[dict[str, Any], Tensor]:
         result = score_sampler(
             sampler_from_checkpoint(checkpoint, **how),
             target,
-            reference,
+            references,
             floor,
-            seed,
+            cfg.seed,
+            label,
             cfg.n_samples,
+            validate=validate,
         )
         bar.update(1)
         return result
 
-    teacher_metrics, teacher_samples = score(teacher_path, cfg.seed + 10)
-    teacher_one_step, _ = score(teacher_path, cfg.seed + 11, n_steps=1)
-    student_metrics, student_samples = score(student_path, cfg.seed + 20)
+    teacher_metrics, teacher_samples = score(teacher_path, "teacher")
+    teacher_one_step, _ = score(teacher_path, "teacher_one_step", n_steps=1)
+    student_metrics, student_samples = score(student_path, "student_K1", validate=True)
     curve = [_curve_point(student_metrics)]
     for k in steps[1:]:
-        curve.append(_curve_point(score(student_path, cfg.seed + 20 + k, n_steps=k)[0]))
+        point, _ = score(student_path, f"student_K{k}", validate=True, n_steps=k)
+        curve.append(_curve_point(point))
     student_sde = None
     if params.method == "scds":
-        student_sde = score(student_path, cfg.seed + 30, sde=True)[0]
+        student_sde = score(student_path, "student_sde", sde=True)[0]
     bar.close()
     report: dict[str, Any] = {
         "target": target.name,
@@ -104,6 +119,7 @@ def run_evaluate(params: Params, layout: Layout, progress: bool = True) -> dict[
         "teacher_one_step": teacher_one_step,
         "floor": floor,
         "training": {"teacher": _training(teacher_path), "student": _training(student_path)},
+        "protocol": evaluation_protocol(params, student_metrics["nfe"]),
         **({"student_sde": student_sde} if student_sde is not None else {}),
     }
     metrics: dict[str, Any] = {
@@ -113,20 +129,64 @@ def run_evaluate(params: Params, layout: Layout, progress: bool = True) -> dict[
         **{key: student_metrics[key] for key in HEADLINE if key in student_metrics},
         "teacher_nfe": teacher_metrics["nfe"],
         "teacher_abs_dlogZ_is": teacher_metrics.get("abs_dlogZ_is"),
+        "teacher_log_Z_is": teacher_metrics.get("log_Z_is"),
+        "teacher_log_Z_is_se": teacher_metrics.get("log_Z_is_se"),
+        "teacher_elbo": teacher_metrics.get("elbo"),
+        "teacher_elbo_se": teacher_metrics.get("elbo_se"),
         "teacher_ess": teacher_metrics.get("ess"),
         "train_seconds": report["training"]["student"]["seconds"],
         "teacher_train_seconds": report["training"]["teacher"]["seconds"],
     }
-    if reference is not None:
+    if references is not None:
         metrics["sinkhorn_floor_std"] = floor["sinkhorn_std"]  # type: ignore[index]
+        metrics["sinkhorn_ratio_se"] = floor["sinkhorn_std"] / floor["sinkhorn"]  # type: ignore[index]
         metrics["teacher_sinkhorn"] = teacher_metrics["sinkhorn"]
         metrics["sinkhorn_vs_teacher"] = student_metrics["sinkhorn"] / teacher_metrics["sinkhorn"]
+        best = best_budget(curve)
+        metrics["best_nfe"] = best["nfe"]
+        metrics["best_sinkhorn"] = best["sinkhorn"]
     plotted = curve if student_sde is None else [*curve, _curve_point(student_sde)]
-    _plots(params, layout, target, reference, student_samples, teacher_samples, plotted, metrics)
+    _plots(params, layout, target, references, student_samples, teacher_samples, plotted, metrics)
     write_json_atomic(layout.budget_curve, {"budget_curve": curve})
     write_json_atomic(layout.report, report)
     write_json_atomic(layout.metrics, metrics)
     return metrics
+
+
+def evaluation_protocol(params: Params, nfe: int) -> dict[str, Any]:
+    """What a version's figures depend on besides the sampler: the metric version, the target
+    with its options and the sha256 of every data file they name, the reference size and seed,
+    the floor repeats, the method and its NFE. The registry gate compares only versions whose
+    protocols are equal."""
+    options = params.target.options
+    data = {
+        key: _sha256(Path(value))
+        for key, value in sorted(options.items())
+        if isinstance(value, str) and Path(value).is_file()
+    }
+    cfg = params.evaluation
+    return {
+        "metric_version": METRIC_VERSION,
+        "target": params.target.name,
+        "target_options": options,
+        "data_sha256": data,
+        "n": cfg.n_samples,
+        "reference_seed": cfg.seed,
+        "floor_repeats": cfg.floor_repeats,
+        "method": params.method,
+        "nfe": nfe,
+    }
+
+
+def _sha256(path: Path) -> str:
+    with path.open("rb") as fh:
+        return hashlib.file_digest(fh, "sha256").hexdigest()
+
+
+def best_budget(curve: list[dict[str, Any]]) -> dict[str, Any]:
+    """The budget-curve point with the lowest Sinkhorn on the validation reference (its
+    reported `sinkhorn` is on the test reference, which plays no part in the choice)."""
+    return min(curve, key=lambda point: point["sinkhorn_validation"])
 
 
 #: What each budget-curve point keeps of a sampler's metrics.
@@ -136,9 +196,13 @@ CURVE_KEYS = (
     "weights",
     "sinkhorn",
     "sinkhorn_ratio",
+    "sinkhorn_validation",
     "abs_dlogZ_is",
     "abs_dlogZ_elbo",
+    "log_Z_is_se",
     "ess",
+    "weights_valid",
+    "folded_fraction",
     "sample_seconds",
 )
 
@@ -157,13 +221,14 @@ def _plots(
     params: Params,
     layout: Layout,
     target: Target,
-    reference: Tensor | None,
+    references: References | None,
     student_samples: Tensor,
     teacher_samples: Tensor,
     curve: list[dict[str, Any]],
     metrics: dict[str, Any],
 ) -> None:
     name = f"{target.name}: {params.method.upper()}"
+    reference = None if references is None else references.test
     plot_samples(
         layout.plots_dir / "student_samples.png",
         student_samples,

@@ -32,8 +32,14 @@ class Layout:
         return self.target_dir / "manifest.json"
 
     @property
-    def reference(self) -> Path:
-        return self.target_dir / "reference.npy"
+    def reference_validation(self) -> Path:
+        """Exact samples for every choice made on evaluation (best K)."""
+        return self.target_dir / "reference_validation.npy"
+
+    @property
+    def reference_test(self) -> Path:
+        """Exact samples used only for the reported quality."""
+        return self.target_dir / "reference_test.npy"
 
     @property
     def teacher(self) -> Path:

@@ -8,7 +8,7 @@ from typing import Any
 
 from cds.config import Params
 from pipelines.layout import Layout
-from pipelines.registry import register_sampler
+from pipelines.registry import evaluation_protocol, register_sampler
 from pipelines.stages import require
 from pipelines.tracking import configure, git_commit, log_pipeline_run
 
@@ -22,7 +22,9 @@ SUMMARY_METRICS = (
     "teacher_sinkhorn",
     "sinkhorn_vs_teacher",
     "abs_dlogZ_is",
+    "log_Z_is_se",
     "ess",
+    "weights_valid",
 )
 
 
@@ -37,6 +39,7 @@ def publish(
     returns a summary with the tracking URI, run id, model version, gate outcome and headline
     metrics."""
     metrics = json.loads(require(layout.metrics, "evaluate").read_text())
+    report = json.loads(require(layout.report, "evaluate").read_text())
     checkpoint = require(layout.student, "student")
     uri = configure(layout.root)
     run_id = log_pipeline_run(params, layout, statuses, tags)
@@ -53,6 +56,7 @@ def publish(
         metrics,
         params.registry,
         {"git_commit": git_commit(layout.root), "run_id": run_id, **(tags or {})},
+        evaluation_protocol(report),
     )
     return {
         **summary,

@@ -1,16 +1,23 @@
 """Registering the trained sampler in the MLflow model registry, behind a quality gate.
 
 Every registration creates a new model version (versions are never overwritten), tagged with
-the git commit, the method, the NFE, the headline metrics and the checkpoint's md5. The alias
-`champion` moves to it only when the gate passes; a failed gate leaves the alias where it was
-and tags the version `gate=failed` with the reason. Registering a checkpoint that is already a
-version of the model (same md5) creates nothing.
+the git commit, the method, the NFE, the gate's evidence (scale-free quality and log Z figures
+with their standard errors), the checkpoint's md5 and the evaluation protocol it was scored
+under. The alias `champion` moves to it only when the gate passes; a failed gate leaves the
+alias where it was and tags the version `gate=failed` with the reason. Registering a checkpoint
+that is already a version of the model (same md5) creates nothing.
+
+The gate compares like with like: a candidate scored under another evaluation protocol than
+the champion (n, reference seed, metric version, target and its options, data files, method,
+NFE) is refused with the differing fields named; it is not re-scored here. Users who change
+the protocol on purpose register under a new model name (`registry.model_name`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import importlib.metadata
+import json
 import math
 import re
 import shutil
@@ -24,9 +31,21 @@ from cds.config import RegistryParams
 from cds.serving import CHECKPOINT_ARTIFACT
 
 CHAMPION = "champion"
-#: Metrics copied onto each version as tags (what the gate compares).
-GATED = ("sinkhorn", "abs_dlogZ_is")
-TAGGED = (*GATED, "sinkhorn_ratio", "sinkhorn_vs_teacher", "ess", "nfe")
+#: Evidence the gate reads, copied onto each version as tags.
+EVIDENCE = (
+    "sinkhorn_ratio",
+    "sinkhorn_ratio_se",
+    "abs_dlogZ_is",
+    "log_Z_is",
+    "log_Z_is_se",
+    "elbo",
+    "elbo_se",
+    "ess",
+    "weights_valid",
+)
+TAGGED = (*EVIDENCE, "sinkhorn", "sinkhorn_vs_teacher", "nfe")
+#: Prefix of the protocol tags.
+PROTOCOL_TAG = "protocol."
 #: Distributions a consumer of the pyfunc model needs (the cds package itself ships with it).
 CONSUMER_REQUIREMENTS = (
     "mlflow-skinny",
@@ -64,41 +83,129 @@ def model_name(registry: RegistryParams, target_name: str) -> str:
     return "cds-" + re.sub(r"[^A-Za-z0-9_.-]+", "-", target_name).strip("-")
 
 
+def protocol_mismatch(candidate: dict[str, str], champion: dict[str, str]) -> list[str]:
+    """The protocol fields on which two versions differ ("field: champion → candidate")."""
+    return [
+        f"{key}: {champion.get(key)!r} → {candidate.get(key)!r}"
+        for key in sorted(set(candidate) | set(champion))
+        if candidate.get(key) != champion.get(key)
+    ]
+
+
+def _finite(value: float | None) -> bool:
+    return value is not None and math.isfinite(value)
+
+
+def _combined_error(registry: RegistryParams, *errors: float | None) -> float:
+    """`registry.error_multiplier` standard errors of a difference of independent estimates
+    (unknown errors count as 0)."""
+    return registry.error_multiplier * math.sqrt(sum(e * e for e in errors if _finite(e)))
+
+
+def _quality_check(
+    new: dict[str, Any], old: dict[str, Any], registry: RegistryParams
+) -> tuple[bool, str] | None:
+    """Sample quality as the ratio to the noise floor (scale-free): the candidate may be at
+    most (1 + sinkhorn_tolerance) × the champion's ratio plus the ratios' Monte Carlo error."""
+    a, b = new.get("sinkhorn_ratio"), old.get("sinkhorn_ratio")
+    if not (_finite(a) and _finite(b)):
+        return None
+    limit = b * (1 + registry.sinkhorn_tolerance) + _combined_error(
+        registry, new.get("sinkhorn_ratio_se"), old.get("sinkhorn_ratio_se")
+    )
+    ok = a <= limit
+    return ok, f"sinkhorn/floor {a:.4g} {'<=' if ok else '>'} {limit:.4g}"
+
+
+def _log_z_checks(
+    new: dict[str, Any], old: dict[str, Any], registry: RegistryParams
+) -> list[tuple[bool, str]]:
+    """Weight-based checks, each within tolerance plus the estimates' Monte Carlo error:
+    |Δlog Z| not larger (true log Z known), ELBO and IS log Z not lower, ESS not below
+    (1 − ess_tolerance) × the champion's. Invalid weights fail against valid ones."""
+    valid_new, valid_old = new.get("weights_valid"), old.get("weights_valid")
+    if valid_new is False and valid_old is True:
+        return [(False, "the candidate's importance weights are invalid, the champion's are not")]
+    if not (valid_new and valid_old):  # no weights (None), or not both valid
+        return []
+    checks = []
+    tol = registry.log_z_tolerance
+    pairs = (
+        ("|dlogZ|", "abs_dlogZ_is", "log_Z_is_se", -1),
+        ("ELBO", "elbo", "elbo_se", 1),
+        ("IS log Z", "log_Z_is", "log_Z_is_se", 1),
+    )
+    for label, key, se_key, better in pairs:
+        a, b = new.get(key), old.get(key)
+        if not (_finite(a) and _finite(b)):
+            continue
+        slack = tol + _combined_error(registry, new.get(se_key), old.get(se_key))
+        if better > 0:
+            limit, ok = b - slack, a >= b - slack
+            checks.append((ok, f"{label} {a:.4g} {'>=' if ok else '<'} {limit:.4g}"))
+        else:
+            limit, ok = b + slack, a <= b + slack
+            checks.append((ok, f"{label} {a:.4g} {'<=' if ok else '>'} {limit:.4g}"))
+    a, b = new.get("ess"), old.get("ess")
+    if _finite(a) and _finite(b):
+        limit = b * (1 - registry.ess_tolerance)
+        ok = a >= limit
+        checks.append((ok, f"ESS {a:.3g} {'>=' if ok else '<'} {limit:.3g}"))
+    return checks
+
+
 def gate(
-    candidate: dict[str, float | None],
-    champion: dict[str, float | None] | None,
+    candidate: dict[str, Any],
+    champion: dict[str, Any] | None,
     registry: RegistryParams,
+    protocols: tuple[dict[str, str], dict[str, str]] | None = None,
 ) -> tuple[bool, str]:
-    """Whether the candidate may take the alias: its paper Sinkhorn is at most (1 + tol)× the
-    champion's, and its |Δlog Z| (where both know it) at most the champion's + tol. The first
-    version passes when its metrics are finite."""
-    for key in GATED:
+    """Whether the candidate may take the alias, and why.
+
+    - Its figures must be finite where present; the first version then passes.
+    - `protocols` (candidate's, champion's) must agree, or the candidate is refused.
+    - Every check that both versions allow must pass (`_quality_check`, `_log_z_checks`), and
+      at least one must apply: the gate never promotes because nothing was comparable.
+    """
+    for key in EVIDENCE:
         value = candidate.get(key)
-        if value is not None and not math.isfinite(value):
+        if isinstance(value, float) and not math.isfinite(value):
             return False, f"{key} = {value} is not finite"
     if champion is None:
+        if candidate.get("weights_valid") is False:
+            return False, "first version, but its importance weights are invalid"
         return True, "first version"
-    reasons = []
-    new, old = candidate.get("sinkhorn"), champion.get("sinkhorn")
-    if new is not None and old is not None:
-        limit = old * (1 + registry.sinkhorn_tolerance)
-        ok = new <= limit
-        reasons.append(f"sinkhorn {new:.4g} {'<=' if ok else '>'} {limit:.4g}")
-        if not ok:
-            return False, "; ".join(reasons)
-    new, old = candidate.get("abs_dlogZ_is"), champion.get("abs_dlogZ_is")
-    if new is not None and old is not None:
-        limit = old + registry.log_z_tolerance
-        ok = new <= limit
-        reasons.append(f"|dlogZ| {new:.4g} {'<=' if ok else '>'} {limit:.4g}")
-        if not ok:
-            return False, "; ".join(reasons)
-    return True, "; ".join(reasons) or "nothing comparable"
+    if protocols is not None:
+        differences = protocol_mismatch(*protocols)
+        if differences:
+            return False, "evaluated under another protocol than the champion: " + "; ".join(
+                differences
+            )
+    checks = _log_z_checks(candidate, champion, registry)
+    quality = _quality_check(candidate, champion, registry)
+    if quality is not None:
+        checks.insert(0, quality)
+    if not checks:
+        return False, "nothing comparable with the champion (no quality or valid weights)"
+    reason = "; ".join(text for _, text in checks)
+    return all(ok for ok, _ in checks), reason
 
 
-def _tag_float(tags: dict[str, str], key: str) -> float | None:
+def evaluation_protocol(report: dict[str, Any]) -> dict[str, str]:
+    """The evaluation protocol of a report.json (`protocol`) as string tags."""
+    return {
+        PROTOCOL_TAG + key: value if isinstance(value, str) else json.dumps(value, sort_keys=True)
+        for key, value in report["protocol"].items()
+    }
+
+
+def _tag_value(tags: dict[str, str], key: str) -> float | bool | None:
     value = tags.get(key)
-    return None if value in (None, "", "None") else float(value)
+    if value in (None, "", "None"):
+        return None
+    if value in ("True", "False"):
+        return value == "True"
+    return float(value)
 
 
 def file_md5(path: Path) -> str:
@@ -153,9 +260,11 @@ def register_sampler(
     metrics: dict[str, Any],
     registry: RegistryParams,
     extra_tags: dict[str, str],
+    protocol: dict[str, str],
 ) -> Registration:
     """Log the sampler as a pyfunc model under `run_id`, register a new version and apply the
-    gate. `metrics` is the evaluation stage's metrics.json."""
+    gate. `metrics` is the evaluation stage's metrics.json, `protocol` its evaluation protocol
+    as tags (`evaluation_protocol`)."""
     import mlflow
     import pandas as pd
 
@@ -185,11 +294,18 @@ def register_sampler(
             input_example=pd.DataFrame({"n": [2], "seed": [0]}),
             pip_requirements=pip_requirements(),
         )
-    candidate = {key: metrics.get(key) for key in GATED}
-    champion_metrics = {key: _tag_float(champion.tags, key) for key in GATED} if champion else None
-    passed, reason = gate(candidate, champion_metrics, registry)
+    candidate = {key: metrics.get(key) for key in EVIDENCE}
+    old, protocols = None, None
+    if champion is not None:
+        old = {key: _tag_value(champion.tags, key) for key in EVIDENCE}
+        champion_protocol = {
+            key: value for key, value in champion.tags.items() if key.startswith(PROTOCOL_TAG)
+        }
+        protocols = (protocol, champion_protocol)
+    passed, reason = gate(candidate, old, registry, protocols)
     tags = {
         **extra_tags,
+        **protocol,
         "method": metrics["method"],
         "checkpoint_md5": md5,
         "gate": "passed" if passed else "failed",

@@ -17,10 +17,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from cds import seeding
 from cds.cdds import generate_fragments, load_bank, save_bank, train_student
 from cds.checkpoints import load_checkpoint
 from cds.config import Params
 from cds.dis import load_teacher, train_teacher
+from cds.evaluation import References
 from cds.samplers import coarse_indices
 from cds.scds import train_scds
 from cds.sde import uniform_grid
@@ -65,7 +67,9 @@ def run_target(params: Params, layout: Layout, progress: bool = True) -> dict[st
     an exact sampler exists, `evaluation.n_samples` reference samples."""
     target = build_target(params)
     prior = StandardNormalPrior(target.dim, params.sde.prior_truncation)
-    check_density(target, prior.sample(DENSITY_PROBE, torch.Generator().manual_seed(params.seed)))
+    check_density(
+        target, prior.sample(DENSITY_PROBE, seeding.generator(params.seed, seeding.DENSITY_PROBE))
+    )
     shutil.rmtree(layout.target_dir, ignore_errors=True)
     manifest: dict[str, Any] = {
         **target.describe(),
@@ -75,19 +79,29 @@ def run_target(params: Params, layout: Layout, progress: bool = True) -> dict[st
     }
     if target.has_exact_samples:
         n, seed = params.evaluation.n_samples, params.evaluation.seed
-        reference = target.sample(n, torch.Generator().manual_seed(seed))
-        save_npy_atomic(layout.reference, reference.numpy())
-        manifest["reference"] = {"file": layout.reference.name, "n": n, "seed": seed}
+        files = {}
+        for role, path in (
+            ("validation", layout.reference_validation),
+            ("test", layout.reference_test),
+        ):
+            stream = f"reference_{role}"
+            save_npy_atomic(path, target.sample(n, seeding.generator(seed, stream)).numpy())
+            files[role] = {"file": path.name, "stream": stream}
+        manifest["reference"] = {"n": n, "seed": seed, **files}
     write_json_atomic(layout.manifest, manifest)
     return manifest
 
 
-def load_reference(layout: Layout) -> torch.Tensor | None:
-    """The target stage's exact reference samples, or None for targets without them."""
+def load_references(layout: Layout) -> References | None:
+    """The target stage's exact reference sets (validation, test), or None for targets
+    without exact samples."""
     manifest = json.loads(require(layout.manifest, "target").read_text())
     if manifest["reference"] is None:
         return None
-    return torch.from_numpy(np.load(require(layout.reference, "target")))
+    return References(
+        torch.from_numpy(np.load(require(layout.reference_validation, "target"))),
+        torch.from_numpy(np.load(require(layout.reference_test, "target"))),
+    )
 
 
 def run_teacher(params: Params, layout: Layout, progress: bool = True) -> dict[str, Any]:
@@ -114,7 +128,7 @@ def run_fragments(params: Params, layout: Layout, progress: bool = True) -> dict
             uniform_grid(cfg.n_fine, params.sde.T),
             coarse_indices(cfg.n_fine, cfg.n_coarse),
             cfg.bank_size,
-            torch.Generator().manual_seed(params.seed + 7),
+            seeding.generator(params.seed, seeding.FRAGMENTS),
             progress=progress,
         )
         manifest["bank"] = {"file": layout.bank.name, "pairs": len(bank)}

@@ -136,6 +136,7 @@ def log_pipeline_run(
         "git_commit": git_commit(layout.root),
         "target": metrics["target"],
         "method": params.method,
+        "weights_valid": str(metrics.get("weights_valid")),
         **(tags or {}),
     }
     with mlflow.start_run(

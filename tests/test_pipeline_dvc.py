@@ -45,7 +45,8 @@ def test_repro_builds_then_noop_then_reruns_only_what_changed(project):
     code, out = dvc(project, "repro", echo=False)
     assert code == 0, out
     assert ran_stages(out) == list(STAGES)
-    for path in (layout.manifest, layout.reference, layout.teacher, layout.bank, layout.student):
+    outputs = (layout.manifest, layout.reference_validation, layout.reference_test)
+    for path in (*outputs, layout.teacher, layout.bank, layout.student):
         assert path.is_file(), path
     metrics = json.loads(layout.metrics.read_text())
     assert metrics["method"] == "cdds" and metrics["nfe"] == 1

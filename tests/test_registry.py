@@ -4,33 +4,106 @@
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 import textwrap
 
 import mlflow
 import pytest
+from pydantic import ValidationError
 
 from cds.checkpoints import load_checkpoint, save_checkpoint
 from cds.config import RegistryParams, load_params
 from pipelines.layout import Layout
 from pipelines.publish import publish
-from pipelines.registry import CHAMPION, gate, model_name, register_sampler
+from pipelines.registry import (
+    CHAMPION,
+    EVIDENCE,
+    evaluation_protocol,
+    gate,
+    model_name,
+    register_sampler,
+)
 
 TOL = RegistryParams(sinkhorn_tolerance=0.05, log_z_tolerance=0.05)
+CHAMP = {
+    "sinkhorn_ratio": 1.20,
+    "sinkhorn_ratio_se": 0.0,
+    "abs_dlogZ_is": 0.20,
+    "log_Z_is": -0.20,
+    "log_Z_is_se": 0.01,
+    "elbo": -0.5,
+    "elbo_se": 0.01,
+    "ess": 0.6,
+    "weights_valid": True,
+}
+PROTOCOL = {"protocol.n": "6000", "protocol.reference_seed": "1", "protocol.method": "cdds"}
 
 
-def test_gate_compares_sinkhorn_relatively_and_log_z_absolutely():
-    champ = {"sinkhorn": 0.10, "abs_dlogZ_is": 0.20}
-    assert gate({"sinkhorn": 0.104, "abs_dlogZ_is": 0.24}, champ, TOL)[0]
-    ok, reason = gate({"sinkhorn": 0.106, "abs_dlogZ_is": 0.0}, champ, TOL)
-    assert not ok and "sinkhorn 0.106 > 0.105" in reason
-    ok, reason = gate({"sinkhorn": 0.09, "abs_dlogZ_is": 0.26}, champ, TOL)
-    assert not ok and "|dlogZ| 0.26 > 0.25" in reason
-    assert gate({"sinkhorn": 0.5, "abs_dlogZ_is": None}, None, TOL) == (True, "first version")
-    assert not gate({"sinkhorn": float("nan"), "abs_dlogZ_is": 0.1}, None, TOL)[0]
-    # without log Z (unknown for the target) only the Sinkhorn is compared
-    assert gate({"sinkhorn": 0.1, "abs_dlogZ_is": None}, champ, TOL)[0]
+def test_gate_compares_the_floor_ratio_relatively():
+    assert gate({**CHAMP, "sinkhorn_ratio": 1.25}, CHAMP, TOL)[0]
+    ok, reason = gate({**CHAMP, "sinkhorn_ratio": 1.27}, CHAMP, TOL)
+    assert not ok and "sinkhorn/floor 1.27 > 1.26" in reason
+    # the ratios' Monte Carlo error widens the tolerance: 2·√2·0.02 = 0.057
+    noisy = {"sinkhorn_ratio_se": 0.02}
+    assert gate({**CHAMP, **noisy, "sinkhorn_ratio": 1.31}, {**CHAMP, **noisy}, TOL)[0]
+
+
+def test_gate_log_z_tolerance_accounts_for_the_monte_carlo_error():
+    ok, reason = gate({**CHAMP, "abs_dlogZ_is": 0.30}, CHAMP, TOL)
+    assert not ok and "|dlogZ| 0.3 > 0.2783" in reason  # 0.2 + 0.05 + 2·√2·0.01
+    # at ESS ≈ 0.05 the standard error is large, and the same difference is no evidence
+    noisy = {"log_Z_is_se": 0.1}
+    assert gate({**CHAMP, **noisy, "abs_dlogZ_is": 0.30}, {**CHAMP, **noisy}, TOL)[0]
+    ok, reason = gate({**CHAMP, "elbo": -0.7}, CHAMP, TOL)
+    assert not ok and "ELBO -0.7 < -0.5783" in reason
+    ok, reason = gate({**CHAMP, "ess": 0.25}, CHAMP, TOL)
+    assert not ok and "ESS 0.25 < 0.3" in reason
+
+
+def test_gate_on_weights_without_exact_samples_or_log_z():
+    """lgcp, logreg, user densities: ELBO, IS log Z, ESS and validity only."""
+    champ = {**CHAMP, "sinkhorn_ratio": None, "abs_dlogZ_is": None}
+    better = {**champ, "elbo": -0.4, "log_Z_is": -0.1}
+    ok, reason = gate(better, champ, TOL)
+    assert ok and "ELBO" in reason and "IS log Z" in reason and "sinkhorn" not in reason
+    assert not gate({**champ, "log_Z_is": -0.4}, champ, TOL)[0]
+
+
+def test_gate_never_promotes_on_nothing_comparable_or_invalid_weights():
+    bare = {key: None for key in CHAMP}
+    ok, reason = gate(bare, bare, TOL)
+    assert not ok and "nothing comparable" in reason
+    invalid = {**CHAMP, "weights_valid": False, "log_Z_is": None, "elbo": None}
+    ok, reason = gate(invalid, CHAMP, TOL)
+    assert not ok and "weights are invalid" in reason
+    # against an invalid champion, valid weights are no regression: the quality decides
+    assert gate(CHAMP, invalid, TOL)[0]
+    assert gate(invalid, None, TOL) == (
+        False,
+        "first version, but its importance weights are invalid",
+    )
+    assert gate(CHAMP, None, TOL) == (True, "first version")
+    assert not gate({**CHAMP, "sinkhorn_ratio": float("nan")}, None, TOL)[0]
+
+
+def test_gate_refuses_another_protocol_and_names_the_difference():
+    other = {**PROTOCOL, "protocol.n": "500"}
+    ok, reason = gate({**CHAMP, "sinkhorn_ratio": 0.5}, CHAMP, TOL, (other, PROTOCOL))
+    assert not ok and "another protocol" in reason and "protocol.n: '6000' → '500'" in reason
+    assert gate(CHAMP, CHAMP, TOL, (dict(PROTOCOL), PROTOCOL))[0]
+
+
+def test_tolerances_that_switch_the_gate_off_are_refused():
+    for field, value in [
+        ("sinkhorn_tolerance", math.inf),
+        ("log_z_tolerance", math.nan),
+        ("ess_tolerance", 1.0),
+        ("error_multiplier", 100.0),
+    ]:
+        with pytest.raises(ValidationError, match=field):
+            RegistryParams(**{field: value})
 
 
 def test_model_name_defaults_to_target_and_is_uri_safe():
@@ -76,20 +149,46 @@ def test_register_gate_and_load_champion_in_another_process(trained_copy):
     assert version.tags["method"] == "cdds" and version.tags["nfe"] == "1"
     assert version.tags["git_commit"] and float(version.tags["sinkhorn"]) > 0
 
-    # A worse candidate (a different checkpoint whose Sinkhorn is twice the champion's)
-    # is registered, tagged gate=failed, and does not take the alias.
+    assert version.tags["protocol.n"] == str(params.evaluation.n_samples)
+    assert version.tags["protocol.metric_version"] and version.tags["protocol.method"] == "cdds"
+
+    # Every gate rule through the real registry: each candidate is a different checkpoint
+    # with crafted evaluation figures; the alias moves only for the better one.
     metrics = json.loads(layout.metrics.read_text())
-    worse = {**metrics, "sinkhorn": 2 * metrics["sinkhorn"]}
+    protocol = evaluation_protocol(json.loads(layout.report.read_text()))
     payload = load_checkpoint(layout.student)
-    payload["ema"] = {key: value + 0.01 for key, value in payload["ema"].items()}
-    other = save_checkpoint(layout.student.with_name("other.pt"), payload)
     experiment = client.get_experiment_by_name("cds").experiment_id
-    with mlflow.start_run(experiment_id=experiment) as run:
-        pass
-    failed = register_sampler(run.info.run_id, other, worse, params.registry, {})
-    assert not failed.gate_passed and failed.version == "2" and failed.champion == "1"
-    assert client.get_model_version("cds-gmm9", "2").tags["gate"] == "failed"
+
+    def candidate(i: int, figures: dict, candidate_protocol: dict = protocol):
+        changed = {key: value + 0.01 * i for key, value in payload["ema"].items()}
+        path = save_checkpoint(
+            layout.student.with_name(f"other{i}.pt"), {**payload, "ema": changed}
+        )
+        with mlflow.start_run(experiment_id=experiment) as run:
+            pass
+        return register_sampler(
+            run.info.run_id, path, {**metrics, **figures}, params.registry, {}, candidate_protocol
+        )
+
+    ratio = metrics["sinkhorn_ratio"]
+    refused = [
+        candidate(1, {"sinkhorn_ratio": 2 * ratio}),
+        candidate(2, {"sinkhorn_ratio": 0.5 * ratio}, {**protocol, "protocol.n": "500"}),
+        candidate(3, {"weights_valid": False, "log_Z_is": None, "elbo": None, "ess": None}),
+        candidate(4, {key: None for key in EVIDENCE}),
+    ]
+    reasons = [r.reason for r in refused]
+    assert "sinkhorn/floor" in reasons[0] and "another protocol" in reasons[1]
+    assert "protocol.n" in reasons[1] and "weights are invalid" in reasons[2]
+    assert "nothing comparable" in reasons[3]
+    for i, registration in enumerate(refused, start=2):
+        assert not registration.gate_passed and registration.version == str(i)
+        assert registration.champion == "1"
+        assert client.get_model_version("cds-gmm9", str(i)).tags["gate"] == "failed"
     assert str(client.get_model_version_by_alias("cds-gmm9", CHAMPION).version) == "1"
+    better = candidate(5, {"sinkhorn_ratio": 0.9 * ratio})
+    assert better.gate_passed and better.champion == better.version == "6"
+    assert str(client.get_model_version_by_alias("cds-gmm9", CHAMPION).version) == "6"
 
     result = subprocess.run(
         [sys.executable, "-c", CONSUMER, "models:/cds-gmm9@champion"],

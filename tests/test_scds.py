@@ -128,7 +128,7 @@ def test_flow_weights_are_exact_for_the_gaussian_with_an_untrained_control(diver
     """PF drift v ≡ 0 for ρ = Z₀·N(0, I) and the untrained control, so log w = log Z₀ exactly."""
     target = ScaledGaussian(3, log_z0=0.8)
     control = Control(3, VPSchedule(), step_conditioned=True)
-    _, log_w = flow_log_weights(
+    _, log_w, signs = flow_log_weights(
         control,
         target,
         StandardNormalPrior(3),
@@ -141,6 +141,10 @@ def test_flow_weights_are_exact_for_the_gaussian_with_an_untrained_control(diver
     torch.testing.assert_close(
         log_w, torch.full((200,), 0.8, dtype=torch.float64), rtol=0, atol=1e-4
     )
+    if divergence == "exact_logdet":  # the identity map: every step's determinant is +1
+        assert signs.shape == (4, 200) and bool((signs == 1).all())
+    else:
+        assert signs is None
 
 
 def test_exact_logdet_flow_weights_match_a_linear_flow():
@@ -152,7 +156,7 @@ def test_exact_logdet_flow_weights_match_a_linear_flow():
     v_end, v_start = control.variance(torch.tensor(1.0)), control.variance(torch.tensor(0.0))
     r = math.sqrt(float(v_end / v_start))
     for k in (1, 4):
-        x, log_w = flow_log_weights(
+        x, log_w, _ = flow_log_weights(
             control,
             target,
             StandardNormalPrior(2),

@@ -16,16 +16,30 @@ def test_schedule_constants_match_spec():
     assert s.integrated_noising_beta(1.0) == pytest.approx(5.05)
     assert s.alpha(1.0) == pytest.approx(0.0801, abs=1e-4)
     assert s.noising_variance(1.0) == pytest.approx(0.9936, abs=1e-4)
-    grid = uniform_grid(128)
-    assert float(s.drift_divergence_increments(grid, 3).sum()) == pytest.approx(2.525 * 3, rel=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("n_steps", "c_n"),
+    [(1, 0.733), (2, 0.456), (4, 0.283), (32, 0.050), (128, 0.0133), (256, 0.0067)],
+)
+def test_drift_divergence_is_the_discrete_normaliser(n_steps, c_n):
+    """Δdiv_k = D·log(1 + ½β_kΔt_k); the continuous-time integral ½·D·∫β = 2.525·D exceeds
+    it by D·c_N (c_N per dimension as measured for the default schedule)."""
+    s = VPSchedule()
+    grid = uniform_grid(n_steps)
+    increments = s.drift_divergence_increments(grid, 3)
+    beta = 10.0 - 9.9 * torch.arange(n_steps, dtype=torch.float64) / n_steps
+    torch.testing.assert_close(increments, 3 * torch.log1p(0.5 * beta / n_steps))
+    assert 2.525 - float(increments.sum()) / 3 == pytest.approx(c_n, abs=6e-4)
 
 
 def test_schedule_respects_T():
     s = VPSchedule(T=2.0)
     assert s.beta(2.0) == pytest.approx(0.1) and s.beta(1.0) == pytest.approx(5.05)
     grid = uniform_grid(64, T=2.0)
-    total = float(s.drift_divergence_increments(grid, 1).sum())
-    assert total == pytest.approx(0.5 * (0.1 * 2 + 9.9 * 2 / 2), rel=1e-5)
+    beta = s.beta(grid[:-1].double())
+    expected = torch.log1p(0.5 * beta * 2.0 / 64).sum()
+    assert float(s.drift_divergence_increments(grid, 1).sum()) == pytest.approx(float(expected))
 
 
 def test_noising_marginal_matches_simulated_ou():

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -40,6 +41,15 @@ def test_scds_pipeline_needs_no_fragments_and_traces_its_budget_curve(tmp_path):
     assert (sde["method"], sde["nfe"]) == ("scds-sde", 4)
     for point in [*curve, sde]:  # every budget: a Sinkhorn value, valid-weight log Z and ESS
         assert point["sinkhorn"] > 0 and point["abs_dlogZ_is"] >= 0 and 0 < point["ess"] <= 1
+        assert point["log_Z_is_se"] > 0
+    # best K: chosen on the validation reference, reported on the test reference
+    validation = np.load(layout.reference_validation)
+    assert not np.array_equal(validation, np.load(layout.reference_test))
+    best = min(curve, key=lambda p: p["sinkhorn_validation"])
+    assert metrics["best_nfe"] == best["nfe"] and metrics["best_sinkhorn"] == best["sinkhorn"]
+    assert all(p["sinkhorn_validation"] != p["sinkhorn"] for p in curve)
+    assert report["protocol"]["reference_seed"] == params.evaluation.seed
+    assert report["protocol"]["n"] == params.evaluation.n_samples
     assert [p["weights"] for p in curve] == ["exact_logdet"] * 3 and sde["weights"] == "sde"
     assert report["training"]["student"]["iterations"] == params.scds.optim.iterations
     assert metrics["train_seconds"] > 0 and metrics["teacher_train_seconds"] > 0
@@ -51,7 +61,8 @@ def test_scds_pipeline_needs_no_fragments_and_traces_its_budget_curve(tmp_path):
     assert isinstance(sampler, ShortcutSampler) and sampler.nfe == 4
     gmm9 = get_target("gmm9")  # 4 steps × D = 2 passes exceed a limit of 4: Hutchinson instead
     assert weight_estimator(sampler, gmm9, max_jacobian_passes=4) == "hutchinson"
-    assert torch.isfinite(log_weights(sampler, gmm9, 20, 0, max_jacobian_passes=4)).all()
+    hutchinson = log_weights(sampler, gmm9, 20, torch.Generator(), max_jacobian_passes=4)
+    assert torch.isfinite(hutchinson[0]).all() and hutchinson[1] is None
     x = sampler.sample(7, torch.Generator().manual_seed(0))
     assert x.shape == (7, 2) and torch.isfinite(x).all()
     with pytest.raises(ValueError, match="trained for at most 4"):
@@ -68,8 +79,9 @@ def test_cdds_sampler_takes_k_steps_and_is_seeded(trained_project):
     with pytest.raises(ValueError, match="n must be a positive integer"):
         one.sample(0)
     gmm9 = get_target("gmm9")
-    assert log_weights(one, gmm9, 50, 0).shape == (50,)
-    assert log_weights(two, gmm9, 50, 0) is None  # re-noising: no deterministic-flow weight
+    log_w, signs = log_weights(one, gmm9, 50, torch.Generator())
+    assert log_w.shape == signs.shape == (50,)
+    assert log_weights(two, gmm9, 50, torch.Generator()) is None  # re-noising: no flow weight
     with pytest.raises(ValueError, match="sde=True needs an SCDS checkpoint"):
         sampler_from_checkpoint(student, sde=True)
 
