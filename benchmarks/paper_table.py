@@ -76,7 +76,16 @@ LARGE_N_SEEDS = 1
 #: Samples drawn to time sampling (scaled to 10⁶).
 TIMING_N = 100_000
 #: Per-seed values averaged in the table.
-VALUES = ("sinkhorn", "sinkhorn_large", "ess", "abs_dlogZ_is", "train_s", "sample_s_per_1e6")
+VALUES = (
+    "sinkhorn",
+    "sinkhorn_large",
+    "ess",
+    "abs_dlogZ_is",
+    "log_Z_is_se",
+    "folded_fraction",
+    "train_s",
+    "sample_s_per_1e6",
+)
 
 
 def _sampler_rows(cell_dir: Path, method: str) -> list[dict[str, Any]]:
@@ -142,7 +151,10 @@ def _row(
         "sinkhorn_floor": floor,
         "ess": metrics.get("ess"),
         "abs_dlogZ_is": metrics.get("abs_dlogZ_is"),
+        "log_Z_is_se": metrics.get("log_Z_is_se"),
         "weights": metrics.get("weights"),
+        "weights_valid": metrics.get("weights_valid"),
+        "folded_fraction": metrics.get("folded_fraction"),
         "train_s": train_s,
         "total_train_s": total_train_s,
     }
@@ -268,6 +280,7 @@ def aggregate(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 "large_n": group[0]["large_n"],
                 "sinkhorn_floor_large": group[0]["sinkhorn_floor_large"],
                 "total_train_s": statistics.fmean(r["total_train_s"] for r in group),
+                "weights_invalid": sum(r.get("weights_valid") is False for r in group),
             }
             for key in VALUES:
                 values = [r[key] for r in group if r.get(key) is not None]
@@ -288,6 +301,16 @@ def _pm(entry: dict[str, Any], key: str, digits: int = 3) -> str:
     return f"{mean:.{digits}g} ± {std:.2g}"
 
 
+def _log_z_cell(entry: dict[str, Any]) -> str:
+    """|Δlog Z| with its standard error, or why the weights are invalid."""
+    if entry.get("weights_invalid"):
+        return f"invalid: the map folds ({entry['weights_invalid']}/{entry['seeds']} seeds)"
+    text = _pm(entry, "abs_dlogZ_is", 2)
+    if "log_Z_is_se" in entry and "abs_dlogZ_is" in entry:
+        text += f" (se {entry['log_Z_is_se']:.2g})"
+    return text
+
+
 #: Markdown columns: header and how each is written from an aggregated entry.
 COLUMNS: tuple[tuple[str, Callable[[dict[str, Any]], str]], ...] = (
     ("target", lambda e: e["target"]),
@@ -302,7 +325,8 @@ COLUMNS: tuple[tuple[str, Callable[[dict[str, Any]], str]], ...] = (
     ("Sinkhorn, large n", lambda e: _pm(e, "sinkhorn_large")),
     ("floor, large n", lambda e: f"{e['sinkhorn_floor_large']:.3g}"),
     ("ESS", lambda e: _pm(e, "ess", 2)),
-    ("\\|Δlog Z\\| IS", lambda e: _pm(e, "abs_dlogZ_is", 2)),
+    ("\\|Δlog Z\\| IS", _log_z_cell),
+    ("folded", lambda e: _pm(e, "folded_fraction", 2)),
     ("train s", lambda e: _pm(e, "train_s")),
     ("total train s", lambda e: f"{e['total_train_s']:.3g}"),
     ("s per 10⁶ samples", lambda e: _pm(e, "sample_s_per_1e6", 2)),
