@@ -3,10 +3,14 @@
 A checkpoint is a dict of tensors, state_dicts and plain Python values (never pickled modules,
 spec pitfall 9). Writes go to a temporary file in the same directory, are fsynced, then renamed
 over the destination, so a reader sees either the old file or the new one, never a partial one.
+Each file carries the sha256 of its content (`content_digest`), checked on every load, so a file
+edited after it was written (its embedded config, say) is refused rather than trusted.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import tempfile
 from collections.abc import Callable
@@ -16,6 +20,8 @@ from typing import IO, Any
 import torch
 
 CHECKPOINT_FORMAT = "cds-checkpoint-v1"
+#: Key of the content digest inside a checkpoint.
+DIGEST = "content_sha256"
 
 
 class CheckpointError(RuntimeError):
@@ -46,9 +52,38 @@ def write_text_atomic(path: str | Path, text: str) -> Path:
     return atomic_write(path, lambda fh: fh.write(text.encode()))
 
 
+def _feed(digest: Any, value: Any) -> None:
+    """Hash `value` canonically: dicts by sorted key, tensors by dtype, shape and bytes."""
+    if isinstance(value, torch.Tensor):
+        tensor = value.detach().cpu().contiguous()
+        digest.update(f"T{tensor.dtype}{tuple(tensor.shape)}".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    elif isinstance(value, dict):
+        digest.update(f"D{len(value)}".encode())
+        for key in sorted(value, key=repr):
+            _feed(digest, key)
+            _feed(digest, value[key])
+    elif isinstance(value, list | tuple):
+        digest.update(f"L{len(value)}".encode())
+        for item in value:
+            _feed(digest, item)
+    else:
+        digest.update(f"V{json.dumps(value, default=repr)}".encode())
+
+
+def content_digest(payload: dict[str, Any]) -> str:
+    """sha256 of everything in a checkpoint payload except the digest itself."""
+    digest = hashlib.sha256()
+    _feed(digest, {key: value for key, value in payload.items() if key != DIGEST})
+    return digest.hexdigest()
+
+
 def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> Path:
-    """Atomically write `payload` (plus a format marker) to `path`."""
-    return atomic_write(path, lambda fh: torch.save({"format": CHECKPOINT_FORMAT, **payload}, fh))
+    """Atomically write `payload` (plus a format marker and its content digest) to `path`."""
+    full = {key: value for key, value in payload.items() if key != DIGEST}
+    full["format"] = CHECKPOINT_FORMAT
+    full[DIGEST] = content_digest(full)
+    return atomic_write(path, lambda fh: torch.save(full, fh))
 
 
 def load_checkpoint(path: str | Path, kind: str | None = None) -> dict[str, Any]:
@@ -67,6 +102,11 @@ def load_checkpoint(path: str | Path, kind: str | None = None) -> dict[str, Any]
         ) from None
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{str(path)!r} is not a cds checkpoint")
+    if payload.get(DIGEST) != content_digest(payload):
+        raise CheckpointError(
+            f"checkpoint {str(path)!r} was modified after it was written (its content does not "
+            "match its sha256); refusing to use it"
+        )
     if kind is not None and payload.get("kind") != kind:
         raise CheckpointError(
             f"checkpoint {str(path)!r} holds a {payload.get('kind')!r} model, expected {kind!r}"

@@ -12,7 +12,14 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from cds.networks import ACTIVATIONS
 from cds.targets.registry import TARGETS
@@ -26,7 +33,10 @@ class ParamsError(ValueError):
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    """Unknown keys, values of the wrong kind (a boolean for a number, a string for a float)
+    and non-finite floats are all errors."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
 
 
 class TargetParams(_Strict):
@@ -38,7 +48,9 @@ class TargetParams(_Strict):
     @field_validator("name")
     @classmethod
     def _known(cls, name: str) -> str:
-        if name not in TARGETS and ":" not in name:
+        module, _, attribute = name.partition(":")
+        user = all(part.isidentifier() for part in module.split(".")) and attribute.isidentifier()
+        if name not in TARGETS and not user:
             raise ValueError(
                 f"unknown target {name!r}; valid: {', '.join(TARGETS)} or 'module.path:ClassName'"
             )
@@ -52,6 +64,14 @@ class SDEParams(_Strict):
     beta_max: PositiveFloat = 10.0
     T: PositiveFloat = 1.0
     prior_truncation: PositiveFloat | None = None
+
+    @model_validator(mode="after")
+    def _ordered(self) -> SDEParams:
+        if self.beta_min > self.beta_max:
+            raise ValueError(
+                f"beta_min = {self.beta_min} must not exceed beta_max = {self.beta_max}"
+            )
+        return self
 
 
 class NetworkParams(_Strict):
@@ -139,6 +159,14 @@ class CDDSParams(_Strict):
     eval_every: PositiveInt = 5000
     eval_samples: PositiveInt = 2000
 
+    @model_validator(mode="after")
+    def _coarse_within_fine(self) -> CDDSParams:
+        if self.n_coarse > self.n_fine + 1:
+            raise ValueError(
+                f"n_coarse = {self.n_coarse} must be at most n_fine + 1 = {self.n_fine + 1}"
+            )
+        return self
+
 
 class SCDSParams(_Strict):
     """Self-consistent diffusion sampler trained from scratch (spec §5)."""
@@ -208,14 +236,17 @@ class RegistryParams(_Strict):
     sinkhorn_tolerance: Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)] = 0.05
     log_z_tolerance: Annotated[float, Field(ge=0, le=10, allow_inf_nan=False)] = 0.05
     ess_tolerance: Annotated[float, Field(ge=0, lt=1, allow_inf_nan=False)] = 0.5
+    #: Largest share of training paths or weighted samples on which the target may be
+    #: non-finite (NaN or +inf); above it no version passes the gate.
+    max_nonfinite_fraction: Annotated[float, Field(ge=0, le=0.1)] = 1e-3
     #: How many combined standard errors a difference may exceed the tolerance by.
     error_multiplier: Annotated[float, Field(ge=0, le=5, allow_inf_nan=False)] = 2.0
 
     @field_validator("model_name")
     @classmethod
     def _non_empty(cls, name: str | None) -> str | None:
-        if name is not None and not name.strip():
-            raise ValueError("must be a non-empty name or null")
+        if name is not None and (not name.strip() or "/" in name or ":" in name):
+            raise ValueError("must be a non-empty name without '/' or ':' (MLflow's rule), or null")
         return name
 
 
@@ -244,7 +275,10 @@ def _format_errors(err: ValidationError, source: str) -> str:
         msg = e["msg"]
         if e["type"] == "extra_forbidden":
             msg = "unknown key"
-        lines.append(f"  {key} = {value!r}: {msg}")
+        if isinstance(value, dict):  # a check across the section's fields: the message names them
+            lines.append(f"  {key}: {msg.removeprefix('Value error, ')}")
+        else:
+            lines.append(f"  {key} = {value!r}: {msg}")
     return "\n".join(lines)
 
 
@@ -297,10 +331,15 @@ def load_params(path: str | Path | None = None, overrides: list[str] | None = No
         if not path.is_file():
             raise ParamsError(f"params file {str(path)!r} does not exist")
         try:
-            raw = yaml.safe_load(path.read_text()) or {}
+            raw = yaml.safe_load(path.read_text())
         except yaml.YAMLError as err:
             raise ParamsError(f"params file {str(path)!r} is not valid YAML: {err}") from None
         source = str(path)
+        if raw is None:
+            raise ParamsError(
+                f"params file {str(path)!r} is empty: write the keys to change, or pass no "
+                "--params to use the project's params.yaml"
+            )
         if not isinstance(raw, dict):
             return parse_params(raw, source)  # the error names the file
     raw = merged(Params().model_dump(mode="json"), raw)
@@ -308,7 +347,14 @@ def load_params(path: str | Path | None = None, overrides: list[str] | None = No
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise ParamsError(f"override {item!r} must look like key.path=value")
-        set_by_path(raw, key.strip(), yaml.safe_load(value))
+        try:
+            parsed = yaml.safe_load(value)
+        except yaml.YAMLError as err:
+            problem = str(err).splitlines()[0]
+            raise ParamsError(
+                f"override {item!r}: the value is not valid YAML ({problem})"
+            ) from None
+        set_by_path(raw, key.strip(), parsed)
     if overrides:
         source = f"{source} with overrides {overrides}"
     return parse_params(raw, source)

@@ -4,7 +4,8 @@ MLflow executes this file when the model is loaded; the trained checkpoint trave
 artifact `sampler` and the `cds` package as the model's code path, so a consumer needs only the
 model's pip requirements. `predict` takes a DataFrame with integer columns `n` and `seed` and
 returns, for each row, `n` samples as columns `x0 … x{dim-1}`; the same seed gives the same
-samples.
+samples. A sampler on a user target imports it only when the registering pipeline marked the
+model so (`model_config["trust_target_code"]`, set from the registrant's own params).
 """
 
 from __future__ import annotations
@@ -20,7 +21,10 @@ from cds.serving import sampler_from_checkpoint
 
 class SamplerModel(mlflow.pyfunc.PythonModel):
     def load_context(self, context: mlflow.pyfunc.PythonModelContext) -> None:
-        self.sampler = sampler_from_checkpoint(context.artifacts["sampler"])
+        trust = bool((context.model_config or {}).get("trust_target_code", False))
+        self.sampler = sampler_from_checkpoint(
+            context.artifacts["sampler"], trust_target_code=trust
+        )
 
     def predict(
         self,

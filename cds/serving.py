@@ -1,13 +1,19 @@
 """Trained samplers as self-contained torch modules with `.sample(n, generator)`.
 
 `sampler_from_checkpoint` rebuilds the sampler a training run produced (CDDS: one consistency
-step, spec §4; SCDS: K shortcut ODE steps, spec §5; DIS: the N-step SDE, spec §3) together with
-its target, from the checkpoint alone. `load_sampler` does the same for a model in the MLflow
-registry (`models:/cds-gmm9@champion`), a run artifact, or a local checkpoint path.
+step, spec §4; SCDS: K shortcut ODE steps, spec §5; DIS: the N-step SDE, spec §3). `load_sampler`
+does the same for a model in the MLflow registry (`models:/cds-gmm9@champion`, whose file is
+checked against the version's `checkpoint_md5` tag), a run artifact, or a local checkpoint path.
+
+Loading never runs code named inside a file. SCDS and DIS need their target at sampling time:
+a built-in target is rebuilt by name from the checkpoint; a user target (`module:Class` in the
+file) is used only when the caller passes it (`target=`) or says it trusts the file's author
+(`trust_target_code=True`, which imports the named class). CDDS needs no target.
 """
 
 from __future__ import annotations
 
+import hashlib
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -28,6 +34,7 @@ from cds.samplers import (
 from cds.sde import VPSchedule, is_power_of_two, uniform_grid
 from cds.targets import StandardNormalPrior, get_target
 from cds.targets.base import Target
+from cds.targets.registry import TARGETS
 
 #: File name of the checkpoint inside a logged MLflow model's artifacts.
 CHECKPOINT_ARTIFACT = "sampler.pt"
@@ -137,13 +144,18 @@ class DiffusionSampler(_ControlSampler):
 
 
 def sampler_from_checkpoint(
-    path: str | Path, n_steps: int | None = None, sde: bool = False
+    path: str | Path,
+    n_steps: int | None = None,
+    sde: bool = False,
+    target: Target | None = None,
+    trust_target_code: bool = False,
 ) -> Sampler:
     """The sampler stored in a finished training checkpoint (teacher, CDDS or SCDS).
 
     `n_steps` picks the CDDS or SCDS budget (default 1) or the DIS step count (default: the
     trained one). `sde=True` turns an SCDS checkpoint into its N-step diffusion sampler (the
-    trained grid and base step, spec §5), whose SDE weights are valid at K = N."""
+    trained grid and base step, spec §5), whose SDE weights are valid at K = N. `target` and
+    `trust_target_code`: how an SCDS or DIS sampler gets its target (module docstring)."""
     from cds.cdds import STUDENT_KIND, load_student
     from cds.dis import TEACHER_KIND, load_teacher
     from cds.scds import SCDS_KIND, load_scds
@@ -164,21 +176,39 @@ def sampler_from_checkpoint(
         trained = int(config["scds"]["n_steps"])
         if n_steps is not None and n_steps > trained:
             raise ValueError(f"n_steps = {n_steps}: this SCDS was trained for at most {trained}")
-        target = _target(config)
+        target = _target(path, config, control.dim, target, trust_target_code)
         prior = _prior(config, target.dim)
         if sde:
             return DiffusionSampler(control, target, prior, trained, control.schedule.T / trained)
         return ShortcutSampler(control, target, prior, n_steps or 1)
     if kind == TEACHER_KIND:
         control, config = load_teacher(path)
-        target = _target(config)
+        target = _target(path, config, control.dim, target, trust_target_code)
         steps = n_steps or int(config["teacher"]["n_steps"])
         return DiffusionSampler(control, target, _prior(config, target.dim), steps)
     raise CheckpointError(f"{path}: kind {kind!r} is not a sampler (expected dis, cdds or scds)")
 
 
-def _target(config: dict) -> Target:
-    return get_target(config["target"]["name"], **config["target"]["options"])
+class UntrustedTargetError(CheckpointError):
+    """A checkpoint names user code as its target and the caller did not trust it."""
+
+
+def _target(path: str | Path, config: dict, dim: int, given: Target | None, trust: bool) -> Target:
+    """The sampler's target: `given`, a built-in rebuilt by name, or (trusted) a user class."""
+    name, options = config["target"]["name"], config["target"]["options"]
+    if given is not None:
+        if given.dim != dim:
+            raise ValueError(
+                f"target has dim {given.dim}, the checkpoint {path} was trained for {dim}"
+            )
+        return given
+    if name in TARGETS or trust:
+        return get_target(name, **options)
+    raise UntrustedTargetError(
+        f"{path}: the sampler needs its target, which the file names as user code {name!r}; "
+        "pass the density (target=...) or, if you trust whoever wrote the file, "
+        "trust_target_code=True"
+    )
 
 
 def _schedule(config: dict) -> VPSchedule:
@@ -190,14 +220,22 @@ def _prior(config: dict, dim: int) -> StandardNormalPrior:
     return StandardNormalPrior(dim, config["sde"]["prior_truncation"])
 
 
-def load_sampler(uri: str | Path, n_steps: int | None = None) -> Sampler:
+def load_sampler(
+    uri: str | Path,
+    n_steps: int | None = None,
+    target: Target | None = None,
+    trust_target_code: bool = False,
+) -> Sampler:
     """A registered sampler as a torch module: `load_sampler("models:/cds-gmm9@champion")`.
 
     `uri` is any MLflow model URI (`models:/NAME@ALIAS`, `models:/NAME/VERSION`, `runs:/…`)
-    resolved against the current tracking/registry URI, or a local checkpoint path."""
+    resolved against the current tracking/registry URI, or a local checkpoint path. A registry
+    version's file must match its `checkpoint_md5` tag. `target`, `trust_target_code`: see
+    `sampler_from_checkpoint`."""
+    how = {"n_steps": n_steps, "target": target, "trust_target_code": trust_target_code}
     local = Path(uri)
     if not str(uri).partition(":/")[1] and local.exists():
-        return sampler_from_checkpoint(local, n_steps)
+        return sampler_from_checkpoint(local, **how)
     import mlflow
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -207,4 +245,33 @@ def load_sampler(uri: str | Path, n_steps: int | None = None) -> Sampler:
             raise CheckpointError(
                 f"{uri}: expected one {CHECKPOINT_ARTIFACT} in the model, found {len(checkpoints)}"
             )
-        return sampler_from_checkpoint(checkpoints[0], n_steps)
+        expected = _registered_md5(str(uri))
+        if expected is not None:
+            with checkpoints[0].open("rb") as fh:
+                actual = hashlib.file_digest(fh, "md5").hexdigest()
+            if actual != expected:
+                raise CheckpointError(
+                    f"{uri}: the model's {CHECKPOINT_ARTIFACT} (md5 {actual}) is not the file "
+                    f"that was registered (checkpoint_md5 {expected}); refusing to load it"
+                )
+        return sampler_from_checkpoint(checkpoints[0], **how)
+
+
+def _registered_md5(uri: str) -> str | None:
+    """The `checkpoint_md5` tag of the registry version a `models:/` URI names (None for other
+    URIs). A registry version without the tag is refused."""
+    if not uri.startswith("models:/"):
+        return None
+    import mlflow
+
+    name, at, rest = uri.removeprefix("models:/").partition("@")
+    client = mlflow.MlflowClient()
+    if at:
+        version = client.get_model_version_by_alias(name, rest)
+    else:
+        name, _, number = name.partition("/")
+        version = client.get_model_version(name, number)
+    md5 = version.tags.get("checkpoint_md5")
+    if not md5:
+        raise CheckpointError(f"{uri}: the registry version has no checkpoint_md5 tag")
+    return md5

@@ -65,6 +65,13 @@ class TrainingResult:
     evaluations: list[dict[str, Any]] = field(default_factory=list)
 
 
+def _decoded(metadata: Any) -> Any:
+    """Checkpoint metadata with its embedded JSON config parsed (so key order is irrelevant)."""
+    if isinstance(metadata, dict) and isinstance(metadata.get("config"), str):
+        return {**metadata, "config": json.loads(metadata["config"])}
+    return metadata
+
+
 class Trainer:
     """Runs an objective for `optim.iterations` iterations with checkpoints and resume."""
 
@@ -161,7 +168,11 @@ class Trainer:
         if not self.checkpoint_path.exists():
             return False
         payload = load_checkpoint(self.checkpoint_path)
-        if payload.get("kind") != self.kind or payload.get("fingerprint") != self.fingerprint:
+        if (
+            payload.get("kind") != self.kind
+            or payload.get("fingerprint") != self.fingerprint
+            or _decoded(payload.get("metadata")) != _decoded(self.metadata)
+        ):
             log.warning(
                 "checkpoint %s was written for another model or other parameters; "
                 "starting from scratch",
@@ -169,7 +180,7 @@ class Trainer:
             )
             return False
         self.load_state(payload)
-        log.info("resuming %s training from iteration %d", self.kind, self.step)
+        log.warning("resuming %s training from iteration %d", self.kind, self.step)
         return True
 
     def save(self) -> None:

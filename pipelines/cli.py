@@ -3,13 +3,18 @@ serve scheduled retraining, list targets."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shutil
+import signal
 import sys
+import time
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from tqdm.auto import tqdm
 
 app = typer.Typer(
     add_completion=False,
@@ -45,7 +50,14 @@ def _input_errors() -> tuple[type[Exception], ...]:
     from cds.targets import InvalidUserTargetError
     from pipelines.stages import StageInputError
 
-    return (ParamsError, StageInputError, CheckpointError, InvalidUserTargetError, ValueError)
+    return (
+        ParamsError,
+        StageInputError,
+        CheckpointError,
+        InvalidUserTargetError,
+        ValueError,
+        FileNotFoundError,
+    )
 
 
 def _quiet() -> None:
@@ -65,14 +77,11 @@ def targets() -> None:
         typer.echo(f"{name:<15}{t.dim:>6}  {'yes' if t.has_exact_samples else 'no':<14}{log_z}")
 
 
-def _write_params(project: Path, params_file: Path | None, overrides: list[str]) -> None:
-    """Validate `params_file` (default: the project's) with `overrides`, and make the result
-    the project's params.yaml (the one file every stage reads, as `dvc exp run --set-param`
-    does)."""
-    from cds.config import load_params
+def _write_params(project: Path, params: Any) -> None:
+    """Make the validated `params` the project's params.yaml (the one file every stage reads,
+    as `dvc exp run --set-param` does)."""
     from pipelines.params_file import write_complete_params
 
-    params = load_params(params_file or project / "params.yaml", overrides)
     if write_complete_params(project / "params.yaml", params):
         typer.echo(f"params: wrote {project / 'params.yaml'} (git diff shows the change)", err=True)
 
@@ -86,27 +95,99 @@ def run(
     set_: Annotated[
         list[str] | None, typer.Option("--set", help="override, e.g. teacher.n_steps=64")
     ] = None,
+    wait: Annotated[
+        float,
+        typer.Option(min=0, help="seconds to wait for another run of this project to finish"),
+    ] = 0.0,
 ) -> None:
-    """Run the `retrain` flow: every stage through DVC, then MLflow logging and registration."""
+    """Run the `retrain` flow: every stage through DVC, then MLflow logging and registration.
+
+    Everything checkable (params, the target and its data, the model name) is checked before
+    anything is written; the whole run holds the project's lock, so a second run is refused
+    (exit 75, naming the holder) or waits `--wait` seconds, and changes nothing."""
     project = project.resolve()
     if not (project / "dvc.yaml").is_file():
         _fail(f"{project} has no dvc.yaml: run from the cds project directory or pass --project")
+    from cds.config import load_params
+    from pipelines.project_lock import ProjectBusyError, project_lock
+    from pipelines.stages import probed_target
+
     try:
-        _write_params(project, params, set_ or [])
+        validated = load_params(params or project / "params.yaml", set_ or [])
+        probed_target(validated)
     except _input_errors() as err:
         _fail(str(err))
     _quiet()
     from pipelines.dvc import StageFailedError
     from pipelines.flows import retrain
 
+    signal.signal(signal.SIGTERM, _stop)
     try:
-        summary = retrain(str(project))
+        with project_lock(project, wait):
+            _write_params(project, validated)
+            summary = retrain(str(project))
+    except ProjectBusyError as err:
+        _fail(str(err), code=EXIT_TRANSIENT)
     except StageFailedError as err:
         _fail(
             f"stage {err.stage!r} failed (exit status {err.returncode}); see its output above",
             code=1,
         )
     _print_summary(project, summary)
+
+
+#: Seconds `cds stage register` waits for another process of the project to finish.
+REGISTER_WAIT_S = 300.0
+#: Seconds a stopped run gives its stage processes to exit before it leaves anyway.
+STOP_GRACE_S = 5.0
+
+
+def _descendants(pid: int) -> list[int]:
+    """Process ids below `pid` (Linux /proc), children before grandchildren."""
+    parents: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        parents.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    out, frontier = [], [pid]
+    while frontier:
+        children = [c for p in frontier for c in parents.get(p, [])]
+        out += children
+        frontier = children
+    return out
+
+
+def _running(pid: int) -> bool:
+    """Whether `pid` exists and is not a zombie."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def _stop(signum: int, _frame: Any) -> None:
+    """SIGTERM to `cds run`: stop the stage processes (their checkpoints are written atomically,
+    so the next run resumes from the last one), then leave at once with 128 + signum, skipping
+    the exit handlers that would keep retrying to send logs to a stopped Prefect server."""
+    children = _descendants(os.getpid())
+    for pid in children:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + STOP_GRACE_S
+    while time.monotonic() < deadline and any(_running(pid) for pid in children):
+        time.sleep(0.1)
+    from pipelines.project_lock import abandon
+
+    abandon()
+    typer.secho(
+        f"stopped by signal {signum}: the next `cds run` resumes from the last checkpoints",
+        fg=typer.colors.RED,
+        err=True,
+    )
+    sys.stderr.flush()
+    os._exit(128 + signum)
 
 
 def _print_summary(project: Path, summary: dict[str, Any]) -> None:
@@ -141,6 +222,7 @@ def stage(
     _quiet()
     from cds.config import load_params
     from pipelines.evaluation import run_evaluate
+    from pipelines.project_lock import ProjectBusyError, project_lock
     from pipelines.stages import run_fragments, run_student, run_target, run_teacher
 
     layout = Layout(project.resolve())
@@ -153,12 +235,16 @@ def stage(
     }
     try:
         params = load_params(layout.params)
-        if name == "register":
-            from pipelines.publish import publish
+        # registration is short: a concurrent one is waited for, then finds the version made
+        with project_lock(layout.root, wait=REGISTER_WAIT_S if name == "register" else 0.0):
+            if name == "register":
+                from pipelines.publish import publish
 
-            result = publish(params, layout, statuses={})
-        else:
-            result = runners[name](params, layout, progress)
+                result = publish(params, layout, statuses={})
+            else:
+                result = runners[name](params, layout, progress)
+    except ProjectBusyError as err:
+        _fail(str(err), code=EXIT_TRANSIENT)
     except _input_errors() as err:
         _fail(str(err))
     except Exception as err:
@@ -182,33 +268,71 @@ def _find_tracking_uri(start: Path) -> str | None:
     return None
 
 
+#: Rows sampled and written per chunk by `cds sample` (memory stays O(chunk·D) for any n).
+SAMPLE_CHUNK = 1_000_000
+
+
 @app.command()
 def sample(
-    model: Annotated[str, typer.Option(help="model URI, e.g. models:/cds-gmm9@champion")],
+    model: Annotated[
+        str, typer.Option(help="model URI (e.g. models:/cds-gmm9@champion) or checkpoint file")
+    ],
     n: Annotated[int, typer.Option("-n", min=1, help="number of samples")],
     out: Annotated[Path, typer.Option(help="output .npy file")],
     seed: Annotated[int, typer.Option(help="random seed (same seed, same samples)")] = 0,
+    trust_target_code: Annotated[
+        bool,
+        typer.Option(help="import the user target the model names (only for files you trust)"),
+    ] = False,
 ) -> None:
-    """Draw samples from a registered sampler (works from any directory)."""
+    """Draw samples from a registered sampler (works from any directory).
+
+    Samples are written in chunks of 10⁶ rows straight to the .npy file, so any n that fits on
+    disk works; the file appears only when complete."""
     import mlflow
+
+    from cds.serving import load_sampler
+
+    if not 0 <= seed < 2**63:
+        _fail(f"--seed = {seed}: must be in [0, 2^63)")
+    out = out.expanduser()
+    if out.is_dir() or not out.parent.is_dir():
+        _fail(f"--out = {str(out)!r}: must be a file path in an existing directory")
+    _quiet()
+    uri = "a local file"
+    if ":/" in model or not Path(model).is_file():
+        uri = _find_tracking_uri(Path.cwd().resolve())
+        if uri is None:
+            _fail("no MLflow registry found: set MLFLOW_TRACKING_URI or run inside a cds project")
+        mlflow.set_tracking_uri(uri)
+    try:
+        sampler = load_sampler(model, trust_target_code=trust_target_code)
+    except (mlflow.exceptions.MlflowException, *_input_errors()) as err:
+        _fail(f"cannot load {model!r} from {uri}: {err}")
+    need, free = n * sampler.dim * 4, shutil.disk_usage(out.parent).free
+    if need > free:
+        _fail(f"-n = {n}: {need / 1e9:.1f} GB of samples, {free / 1e9:.1f} GB free in {out.parent}")
+    write_samples(sampler, n, seed, out)
+    typer.echo(f"{n} samples of {model} ({sampler.method}, NFE {sampler.nfe}) → {out}", err=True)
+
+
+def write_samples(sampler: Any, n: int, seed: int, out: Path) -> None:
+    """n float32 samples into the .npy file `out`, chunk by chunk, atomically."""
     import numpy as np
     import torch
 
-    from cds.serving import load_sampler
-    from pipelines.io import save_npy_atomic
+    from cds.checkpoints import atomic_write
 
-    _quiet()
-    uri = _find_tracking_uri(Path.cwd().resolve())
-    if uri is None:
-        _fail("no MLflow registry found: set MLFLOW_TRACKING_URI or run inside a cds project")
-    mlflow.set_tracking_uri(uri)
-    try:
-        sampler = load_sampler(model)
-    except (mlflow.exceptions.MlflowException, *_input_errors()) as err:
-        _fail(f"cannot load {model!r} from {uri}: {err}")
-    x = sampler.sample(n, torch.Generator().manual_seed(seed))
-    save_npy_atomic(out, x.numpy().astype(np.float32))
-    typer.echo(f"{n} samples of {model} ({sampler.method}, NFE {sampler.nfe}) → {out}", err=True)
+    generator = torch.Generator().manual_seed(seed)
+
+    def write(fh: Any) -> None:
+        header = {"descr": "<f4", "fortran_order": False, "shape": (n, sampler.dim)}
+        np.lib.format.write_array_header_1_0(fh, header)
+        for start in tqdm(range(0, n, SAMPLE_CHUNK), desc="sample", disable=n <= SAMPLE_CHUNK):
+            rows = min(SAMPLE_CHUNK, n - start)
+            fh.write(sampler.sample(rows, generator).numpy().astype("<f4").tobytes())
+
+    atomic_write(out, write)
 
 
 @app.command()

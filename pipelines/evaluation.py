@@ -8,6 +8,7 @@ report.json (every metric of student, teacher and floor), budget_curve.json and 
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import shutil
 from pathlib import Path
@@ -136,6 +137,10 @@ def run_evaluate(params: Params, layout: Layout, progress: bool = True) -> dict[
         "teacher_ess": teacher_metrics.get("ess"),
         "train_seconds": report["training"]["student"]["seconds"],
         "teacher_train_seconds": report["training"]["teacher"]["seconds"],
+        "nonfinite_weight_fraction": _nonfinite_fraction(student_metrics),
+        "teacher_nonfinite_weight_fraction": _nonfinite_fraction(teacher_metrics),
+        "dropped_path_fraction": report["training"]["student"]["dropped_path_fraction"],
+        "teacher_dropped_path_fraction": report["training"]["teacher"]["dropped_path_fraction"],
     }
     if references is not None:
         metrics["sinkhorn_floor_std"] = floor["sinkhorn_std"]  # type: ignore[index]
@@ -208,9 +213,26 @@ CURVE_KEYS = (
 
 
 def _training(checkpoint: Path) -> dict[str, float]:
-    """Iterations and wall time (training iterations only, summed over resumes) of a run."""
+    """Iterations, wall time (training iterations only, summed over resumes) and the share of
+    simulated paths the LV loss dropped for a non-finite RND (0 for CDDS, which has none)."""
     payload = load_checkpoint(checkpoint)
-    return {"iterations": int(payload["step"]), "seconds": float(payload["train_seconds"])}
+    config = json.loads(payload["metadata"]["config"])
+    section = next(
+        config[key] for key in ("teacher", "scds", "cdds") if isinstance(config.get(key), dict)
+    )
+    paths = int(payload["step"]) * int(section["optim"]["batch_size"])
+    return {
+        "iterations": int(payload["step"]),
+        "seconds": float(payload["train_seconds"]),
+        "dropped_path_fraction": int(payload["dropped_paths"]) / paths if paths else 0.0,
+    }
+
+
+def _nonfinite_fraction(metrics: dict[str, Any]) -> float | None:
+    """Share of a sampler's log weights that were NaN or +inf (None without weights)."""
+    if "n_weights" not in metrics:
+        return None
+    return metrics["n_invalid_weights"] / metrics["n_weights"]
 
 
 def _curve_point(metrics: dict[str, Any]) -> dict[str, Any]:

@@ -20,6 +20,7 @@ from cds.config import load_params
 from pipelines.dvc import TRANSIENT_MARKERS, TransientStageError, is_clean, repro_stage
 from pipelines.layout import STAGES, Layout
 from pipelines.params_file import write_complete_params
+from pipelines.project_lock import project_lock
 from pipelines.publish import publish
 
 #: How often a transient failure (DVC lock held, SQLite busy) is retried, and after how long.
@@ -79,10 +80,12 @@ def register(project: str, statuses: dict[str, str], tags: dict[str, str]) -> di
 def retrain(
     project: str = ".", tags: dict[str, str] | None = None, echo: bool = True
 ) -> dict[str, Any]:
-    """Validate params.yaml, bring every stage up to date through DVC, log and register."""
+    """Validate params.yaml, bring every stage up to date through DVC, log and register, all
+    under the project's lock (`pipelines.project_lock`)."""
     layout = Layout(Path(project).resolve())
-    params = load_params(layout.params)  # the whole file, before any stage runs
-    write_complete_params(layout.params, params)
-    statuses = {stage: run_stage(str(layout.root), stage, echo) for stage in STAGES}
-    summary = register(str(layout.root), statuses, tags or {})
-    return {"stages": statuses, "dvc_status_clean": is_clean(layout.root), **summary}
+    with project_lock(layout.root):
+        params = load_params(layout.params)  # the whole file, before any stage runs
+        write_complete_params(layout.params, params)
+        statuses = {stage: run_stage(str(layout.root), stage, echo) for stage in STAGES}
+        summary = register(str(layout.root), statuses, tags or {})
+        return {"stages": statuses, "dvc_status_clean": is_clean(layout.root), **summary}

@@ -43,7 +43,14 @@ EVIDENCE = (
     "ess",
     "weights_valid",
 )
-TAGGED = (*EVIDENCE, "sinkhorn", "sinkhorn_vs_teacher", "nfe")
+#: Shares of non-finite target values met in training (dropped paths) and in the weights.
+NONFINITE = (
+    "nonfinite_weight_fraction",
+    "teacher_nonfinite_weight_fraction",
+    "dropped_path_fraction",
+    "teacher_dropped_path_fraction",
+)
+TAGGED = (*EVIDENCE, *NONFINITE, "sinkhorn", "sinkhorn_vs_teacher", "nfe")
 #: Prefix of the protocol tags.
 PROTOCOL_TAG = "protocol."
 #: Distributions a consumer of the pyfunc model needs (the cds package itself ships with it).
@@ -162,7 +169,9 @@ def gate(
 ) -> tuple[bool, str]:
     """Whether the candidate may take the alias, and why.
 
-    - Its figures must be finite where present; the first version then passes.
+    - Its figures must be finite where present, and the target must have been finite on all
+      but `registry.max_nonfinite_fraction` of the training paths and weighted samples; the
+      first version then passes.
     - `protocols` (candidate's, champion's) must agree, or the candidate is refused.
     - Every check that both versions allow must pass (`_quality_check`, `_log_z_checks`), and
       at least one must apply: the gate never promotes because nothing was comparable.
@@ -171,6 +180,13 @@ def gate(
         value = candidate.get(key)
         if isinstance(value, float) and not math.isfinite(value):
             return False, f"{key} = {value} is not finite"
+    for key in NONFINITE:
+        value = candidate.get(key)
+        if value is not None and value > registry.max_nonfinite_fraction:
+            return False, (
+                f"{key} = {value:.3g}: the target was not finite on more than "
+                f"{registry.max_nonfinite_fraction:g} of the samples"
+            )
     if champion is None:
         if candidate.get("weights_valid") is False:
             return False, "first version, but its importance weights are invalid"
@@ -293,8 +309,10 @@ def register_sampler(
             signature=signature(int(metrics["dim"])),
             input_example=pd.DataFrame({"n": [2], "seed": [0]}),
             pip_requirements=pip_requirements(),
+            # the registrant's own params named this user target: its model may import it
+            model_config={"trust_target_code": ":" in protocol.get(PROTOCOL_TAG + "target", "")},
         )
-    candidate = {key: metrics.get(key) for key in EVIDENCE}
+    candidate = {key: metrics.get(key) for key in (*EVIDENCE, *NONFINITE)}
     old, protocols = None, None
     if champion is not None:
         old = {key: _tag_value(champion.tags, key) for key in EVIDENCE}

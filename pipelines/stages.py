@@ -51,6 +51,18 @@ def build_target(params: Params) -> Target:
     return get_target(params.target.name, **params.target.options)
 
 
+def probed_target(params: Params) -> Target:
+    """The target of `params`, refused (`TargetInputError` and friends, naming the target and
+    value) unless its density and score are finite on prior samples. Cheap: what `cds run`
+    checks before it writes anything, and what the target stage checks again."""
+    target = build_target(params)
+    prior = StandardNormalPrior(target.dim, params.sde.prior_truncation)
+    check_density(
+        target, prior.sample(DENSITY_PROBE, seeding.generator(params.seed, seeding.DENSITY_PROBE))
+    )
+    return target
+
+
 def checked_target(params: Params, layout: Layout) -> Target:
     """The target of `params`, after checking the target stage ran for these params."""
     manifest = json.loads(require(layout.manifest, "target").read_text())
@@ -65,11 +77,7 @@ def checked_target(params: Params, layout: Layout) -> Target:
 def run_target(params: Params, layout: Layout, progress: bool = True) -> dict[str, Any]:
     """Validate the target (density finite on prior samples), write its manifest and, where
     an exact sampler exists, `evaluation.n_samples` reference samples."""
-    target = build_target(params)
-    prior = StandardNormalPrior(target.dim, params.sde.prior_truncation)
-    check_density(
-        target, prior.sample(DENSITY_PROBE, seeding.generator(params.seed, seeding.DENSITY_PROBE))
-    )
+    target = probed_target(params)
     shutil.rmtree(layout.target_dir, ignore_errors=True)
     manifest: dict[str, Any] = {
         **target.describe(),

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import subprocess
@@ -13,8 +14,9 @@ import mlflow
 import pytest
 from pydantic import ValidationError
 
-from cds.checkpoints import load_checkpoint, save_checkpoint
+from cds.checkpoints import CheckpointError, load_checkpoint, save_checkpoint
 from cds.config import RegistryParams, load_params
+from cds.serving import load_sampler
 from pipelines.layout import Layout
 from pipelines.publish import publish
 from pipelines.registry import (
@@ -189,6 +191,19 @@ def test_register_gate_and_load_champion_in_another_process(trained_copy):
     better = candidate(5, {"sinkhorn_ratio": 0.9 * ratio})
     assert better.gate_passed and better.champion == better.version == "6"
     assert str(client.get_model_version_by_alias("cds-gmm9", CHAMPION).version) == "6"
+
+    # A registered file replaced in the artifact store is refused: its md5 is not the tag's.
+    md5 = client.get_model_version("cds-gmm9", "1").tags["checkpoint_md5"]
+    (artifact,) = (
+        path
+        for path in (trained_copy / "mlartifacts").rglob("sampler.pt")
+        if hashlib.md5(path.read_bytes()).hexdigest() == md5
+    )
+    original = artifact.read_bytes()
+    artifact.write_bytes(layout.student.with_name("other1.pt").read_bytes())
+    with pytest.raises(CheckpointError, match="not the file that was registered"):
+        load_sampler("models:/cds-gmm9/1")
+    artifact.write_bytes(original)
 
     result = subprocess.run(
         [sys.executable, "-c", CONSUMER, "models:/cds-gmm9@champion"],

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import itertools
+import logging
 import math
 
 import pytest
@@ -180,14 +181,20 @@ def test_short_training_on_gmm9_improves_sinkhorn(tmp_path):
     assert last < 0.85 * first
 
 
-def test_kill_and_resume_reproduces_uninterrupted_run(tmp_path):
+def test_kill_and_resume_reproduces_uninterrupted_run(tmp_path, caplog):
     params = tiny_params()
     target = get_target("gmm9")
     full = train_teacher(params, target, tmp_path / "full.pt", progress=False)
     part = train_teacher(params, target, tmp_path / "resumed.pt", progress=False, stop_after=13)
     assert part.iterations == 13
-    resumed = train_teacher(params, target, tmp_path / "resumed.pt", progress=False)
+    with caplog.at_level(logging.WARNING, logger="cds.training"):
+        resumed = train_teacher(params, target, tmp_path / "resumed.pt", progress=False)
     assert resumed.iterations == 30
+    # the resume is shown at a level users see (warnings reach stderr without any set-up)
+    assert any(
+        r.levelno >= logging.WARNING and "resuming dis training from iteration" in r.getMessage()
+        for r in caplog.records
+    )
     torch.testing.assert_close(
         torch.tensor(resumed.losses), torch.tensor(full.losses), rtol=1e-5, atol=1e-7
     )

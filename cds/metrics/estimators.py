@@ -103,6 +103,8 @@ def log_z_report(
         "abs_dlogZ_is": None,
         "n_weights": float(lw.numel()),
         "n_nonfinite_weights": float((~torch.isfinite(lw)).sum()),
+        # NaN or +inf: the target (or the sampler) broke; −inf is a sample of zero density
+        "n_invalid_weights": float((torch.isnan(lw) | (lw == math.inf)).sum()),
         "weights_valid": True,
     }
     if true_log_Z is not None:

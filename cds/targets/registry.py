@@ -68,14 +68,22 @@ def load_user_target(spec: str, **options: Any) -> Target:
     module_name, _, class_name = spec.partition(":")
     try:
         module = importlib.import_module(module_name)
-    except ImportError as err:
+    except Exception as err:  # a user module may fail with anything while it is imported
         raise UnknownTargetError(
-            f"cannot import module {module_name!r} of target {spec!r}: {err}"
+            f"target.name = {spec!r}: cannot import module {module_name!r}: "
+            f"{type(err).__name__}: {err}"
         ) from None
     cls = getattr(module, class_name, None)
     if cls is None:
-        raise UnknownTargetError(f"module {module_name!r} has no attribute {class_name!r}")
-    obj = cls(**options)
+        raise UnknownTargetError(
+            f"target.name = {spec!r}: module {module_name!r} has no attribute {class_name!r}"
+        )
+    try:
+        obj = cls(**options)
+    except TypeError as err:
+        raise InvalidUserTargetError(
+            f"target.options = {options!r} are not accepted by {spec!r}: {err}"
+        ) from None
     target = obj if isinstance(obj, Target) else _UserTarget(obj, spec)
     _check_user_target(target, spec)
     return target
