@@ -262,7 +262,7 @@ def main(targets: list[str], configs: list[str], teacher_store: Path) -> None:
             "K8_6000",
             "w_abs_dlogZ_is",
             "w_ess",
-            "w_jacobian_negative_fraction",
+            "w_folded_fraction",
             "samples_per_s",
         ],
     )

@@ -42,10 +42,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 from _common import previous_rows, target_overrides, write_results
 
-from cds.config import ParamsError, load_params
+from cds.config import ParamsError, load_params, read_yaml
 from cds.metrics import paper_sinkhorn
 from cds.serving import sampler_from_checkpoint
 from cds.targets import get_target
@@ -219,7 +218,7 @@ def run_target(
     overrides = target_overrides(name)
     for item in extra:
         key, _, value = item.partition("=")
-        overrides[key] = yaml.safe_load(value)
+        overrides[key] = read_yaml(value)
     grid = SweepGrid(
         name=f"paper-table-{name}",
         targets=[name],

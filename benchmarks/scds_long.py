@@ -24,9 +24,9 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-import yaml
 from _common import TEACHER_BUDGET, previous_rows, print_table, target_overrides, write_results
 
+from cds.config import read_yaml
 from pipelines.layout import Layout
 from pipelines.sweep import SweepGrid, cells, run_sweep
 
@@ -55,7 +55,7 @@ def run_target(name: str, label: str, extra: list[str], torch_threads: int) -> d
     }
     for item in extra:
         key, _, value = item.partition("=")
-        overrides[key] = yaml.safe_load(value)
+        overrides[key] = read_yaml(value)
     grid = SweepGrid(
         name=f"scds-long-{name}" + (f"-{label}" if label else ""),
         targets=[name],

@@ -28,7 +28,8 @@ from cds.serving import DiffusionSampler, sampler_from_checkpoint
 
 def continuous_minus_discrete(sampler: DiffusionSampler) -> float:
     """D·c_N: the old continuous-time term minus the discrete normaliser, on this grid."""
-    schedule, grid = sampler.control.schedule, uniform_grid(sampler.nfe).double()
+    schedule = sampler.control.schedule
+    grid = uniform_grid(sampler.nfe, schedule.T).double()
     beta = schedule.beta(grid)
     continuous = 0.25 * sampler.dim * ((beta[:-1] + beta[1:]) * (grid[1:] - grid[:-1])).sum()
     return float(continuous - schedule.drift_divergence_increments(grid, sampler.dim).sum())

@@ -3,14 +3,18 @@
 A checkpoint is a dict of tensors, state_dicts and plain Python values (never pickled modules,
 spec pitfall 9). Writes go to a temporary file in the same directory, are fsynced, then renamed
 over the destination, so a reader sees either the old file or the new one, never a partial one.
-Each file carries the sha256 of its content (`content_digest`), checked on every load, so a file
-edited after it was written (its embedded config, say) is refused rather than trusted.
+Each file carries the sha256 of its content (`content_digest`), checked on every load: an
+integrity check that refuses a file changed after it was written (a partial copy, an edit that
+did not recompute the digest). It is not a signature; what keeps a crafted file from running
+code is `weights_only` loading and the rule that no loader imports what a file names
+(`cds.serving`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import tempfile
 from collections.abc import Callable
@@ -18,6 +22,8 @@ from pathlib import Path
 from typing import IO, Any
 
 import torch
+
+log = logging.getLogger(__name__)
 
 CHECKPOINT_FORMAT = "cds-checkpoint-v1"
 #: Key of the content digest inside a checkpoint.
@@ -102,7 +108,13 @@ def load_checkpoint(path: str | Path, kind: str | None = None) -> dict[str, Any]
         ) from None
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{str(path)!r} is not a cds checkpoint")
-    if payload.get(DIGEST) != content_digest(payload):
+    if DIGEST not in payload:
+        log.warning(
+            "checkpoint %s was written by an older cds, without a content digest: its integrity "
+            "cannot be checked (training never resumes such a file)",
+            path,
+        )
+    elif payload[DIGEST] != content_digest(payload):
         raise CheckpointError(
             f"checkpoint {str(path)!r} was modified after it was written (its content does not "
             "match its sha256); refusing to use it"

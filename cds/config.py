@@ -8,6 +8,7 @@ embedded default budget says otherwise.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -317,6 +318,23 @@ def merged(defaults: dict[str, Any], given: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+class _YAMLLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, but reading `1e-3` as a number (YAML 1.2) rather than a string
+    (YAML 1.1 needs a dot: `1.0e-3`), as DVC's own YAML parser does."""
+
+
+_YAMLLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)?(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789."),
+)
+
+
+def read_yaml(text: str) -> Any:
+    """Parse params YAML (see `_YAMLLoader`)."""
+    return yaml.load(text, Loader=_YAMLLoader)
+
+
 def load_params(path: str | Path | None = None, overrides: list[str] | None = None) -> Params:
     """Read params.yaml (or the defaults when `path` is None), apply `key=value` overrides
     (values parsed as YAML), and validate.
@@ -331,7 +349,7 @@ def load_params(path: str | Path | None = None, overrides: list[str] | None = No
         if not path.is_file():
             raise ParamsError(f"params file {str(path)!r} does not exist")
         try:
-            raw = yaml.safe_load(path.read_text())
+            raw = read_yaml(path.read_text())
         except yaml.YAMLError as err:
             raise ParamsError(f"params file {str(path)!r} is not valid YAML: {err}") from None
         source = str(path)
@@ -348,7 +366,7 @@ def load_params(path: str | Path | None = None, overrides: list[str] | None = No
         if not sep or not key:
             raise ParamsError(f"override {item!r} must look like key.path=value")
         try:
-            parsed = yaml.safe_load(value)
+            parsed = read_yaml(value)
         except yaml.YAMLError as err:
             problem = str(err).splitlines()[0]
             raise ParamsError(

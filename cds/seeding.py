@@ -1,4 +1,4 @@
-"""Named random streams, each derived from a root seed for one purpose (docs/methods.md §7).
+"""Named random streams, each derived from a root seed for one purpose.
 
 Every random draw of a run comes from a stream named here: `stream_seed(root, purpose)` spawns
 a child of `numpy.random.SeedSequence(root)` keyed by the purpose's name, so two purposes never

@@ -270,6 +270,14 @@ def _registered_md5(uri: str) -> str | None:
         version = client.get_model_version_by_alias(name, rest)
     else:
         name, _, number = name.partition("/")
+        if number == "latest":
+            number = str(
+                max(int(v.version) for v in client.search_model_versions(f"name='{name}'"))
+            )
+        elif not number.isdigit():
+            raise CheckpointError(
+                f"{uri}: name a version number, 'latest' or an alias (models:/NAME@champion)"
+            )
         version = client.get_model_version(name, number)
     md5 = version.tags.get("checkpoint_md5")
     if not md5:

@@ -32,7 +32,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from cds.checkpoints import load_checkpoint, save_checkpoint, write_text_atomic
+from cds.checkpoints import DIGEST, load_checkpoint, save_checkpoint, write_text_atomic
 from cds.config import ClipParams, OptimParams
 
 log = logging.getLogger(__name__)
@@ -169,13 +169,14 @@ class Trainer:
             return False
         payload = load_checkpoint(self.checkpoint_path)
         if (
-            payload.get("kind") != self.kind
+            DIGEST not in payload  # written by an older cds
+            or payload.get("kind") != self.kind
             or payload.get("fingerprint") != self.fingerprint
             or _decoded(payload.get("metadata")) != _decoded(self.metadata)
         ):
             log.warning(
-                "checkpoint %s was written for another model or other parameters; "
-                "starting from scratch",
+                "checkpoint %s was written for another model, other parameters or an older "
+                "cds; starting from scratch",
                 self.checkpoint_path,
             )
             return False

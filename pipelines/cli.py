@@ -108,7 +108,7 @@ def run(
     project = project.resolve()
     if not (project / "dvc.yaml").is_file():
         _fail(f"{project} has no dvc.yaml: run from the cds project directory or pass --project")
-    from cds.config import load_params
+    from cds.config import ParamsError, load_params
     from pipelines.project_lock import ProjectBusyError, project_lock
     from pipelines.stages import probed_target
 
@@ -124,6 +124,11 @@ def run(
     signal.signal(signal.SIGTERM, _stop)
     try:
         with project_lock(project, wait):
+            if wait:  # another run may have changed params.yaml while this one waited
+                try:
+                    validated = load_params(params or project / "params.yaml", set_ or [])
+                except ParamsError as err:
+                    _fail(str(err))
             _write_params(project, validated)
             summary = retrain(str(project))
     except ProjectBusyError as err:
@@ -234,9 +239,9 @@ def stage(
         "evaluate": run_evaluate,
     }
     try:
-        params = load_params(layout.params)
         # registration is short: a concurrent one is waited for, then finds the version made
         with project_lock(layout.root, wait=REGISTER_WAIT_S if name == "register" else 0.0):
+            params = load_params(layout.params)
             if name == "register":
                 from pipelines.publish import publish
 

@@ -88,7 +88,7 @@ def run_evaluate(params: Params, layout: Layout, progress: bool = True) -> dict[
         checkpoint: Path, label: str, validate: bool = False, **how: Any
     ) -> tuple[dict[str, Any], Tensor]:
         result = score_sampler(
-            sampler_from_checkpoint(checkpoint, **how),
+            sampler_from_checkpoint(checkpoint, target=target, **how),
             target,
             references,
             floor,

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import yaml
 
-from cds.config import Params
+from cds.config import Params, read_yaml
 from pipelines.io import write_text_atomic
 
 HEADER = (
@@ -20,7 +20,7 @@ def write_complete_params(path: Path, params: Params) -> bool:
     """Write `params` in full to `path` unless the file already holds exactly these values;
     returns whether it wrote."""
     full = params.model_dump(mode="json")
-    if path.is_file() and yaml.safe_load(path.read_text()) == full:
+    if path.is_file() and read_yaml(path.read_text()) == full:
         return False
     write_text_atomic(path, HEADER + yaml.safe_dump(full, sort_keys=False))
     return True

@@ -22,9 +22,13 @@ import math
 import re
 import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from filelock import FileLock
 
 import cds
 from cds.config import RegistryParams
@@ -104,9 +108,11 @@ def _finite(value: float | None) -> bool:
 
 
 def _combined_error(registry: RegistryParams, *errors: float | None) -> float:
-    """`registry.error_multiplier` standard errors of a difference of independent estimates
-    (unknown errors count as 0)."""
-    return registry.error_multiplier * math.sqrt(sum(e * e for e in errors if _finite(e)))
+    """`registry.error_multiplier` times the larger standard error of the two estimates
+    (unknown errors count as 0). Under one protocol both versions are scored against the same
+    reference, floor and random streams, so their errors are positively correlated and the
+    difference's error lies between the larger one and the independent √(a² + b²)."""
+    return registry.error_multiplier * max((e for e in errors if _finite(e)), default=0.0)
 
 
 def _quality_check(
@@ -144,8 +150,8 @@ def _log_z_checks(
     )
     for label, key, se_key, better in pairs:
         a, b = new.get(key), old.get(key)
-        if not (_finite(a) and _finite(b)):
-            continue
+        if a is None or b is None or math.isnan(a) or math.isnan(b):
+            continue  # ±inf compare as numbers (an ELBO of −inf is the worst)
         slack = tol + _combined_error(registry, new.get(se_key), old.get(se_key))
         if better > 0:
             limit, ok = b - slack, a >= b - slack
@@ -178,7 +184,11 @@ def gate(
     """
     for key in EVIDENCE:
         value = candidate.get(key)
-        if isinstance(value, float) and not math.isfinite(value):
+        if key.endswith("_se") or not isinstance(value, float):
+            continue  # an infinite error bar only means "no information"
+        # an ELBO of −inf is a sampler that puts mass where the target has none: the worst
+        # value, but a value; NaN or +inf anywhere is a broken evaluation
+        if math.isnan(value) or value == math.inf or (value == -math.inf and key != "elbo"):
             return False, f"{key} = {value} is not finite"
     for key in NONFINITE:
         value = candidate.get(key)
@@ -281,6 +291,33 @@ def register_sampler(
     """Log the sampler as a pyfunc model under `run_id`, register a new version and apply the
     gate. `metrics` is the evaluation stage's metrics.json, `protocol` its evaluation protocol
     as tags (`evaluation_protocol`)."""
+    import mlflow
+
+    with _registry_lock(mlflow.get_registry_uri()):
+        return _register(run_id, checkpoint, metrics, registry, extra_tags, protocol)
+
+
+@contextmanager
+def _registry_lock(uri: str) -> Iterator[None]:
+    """Serialise check-then-register on one SQLite registry (projects and sweep cells may
+    share one), so that a checkpoint is registered once and the champion is read and moved by
+    one process at a time. A registry server serialises nothing here: run one registering
+    process per model name against it."""
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    with FileLock(uri.removeprefix("sqlite:///") + ".register.lock", is_singleton=True):
+        yield
+
+
+def _register(
+    run_id: str,
+    checkpoint: Path,
+    metrics: dict[str, Any],
+    registry: RegistryParams,
+    extra_tags: dict[str, str],
+    protocol: dict[str, str],
+) -> Registration:
     import mlflow
     import pandas as pd
 

@@ -27,7 +27,7 @@ import yaml
 from prefect import flow, get_run_logger, task
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from cds.config import ParamsError, load_params
+from cds.config import ParamsError, load_params, read_yaml
 from cds.dis import teacher_fingerprint
 from pipelines.dvc import TRANSIENT_MARKERS, dvc, repro_stage
 from pipelines.io import write_json_atomic, write_text_atomic
@@ -76,7 +76,7 @@ def load_grid(path: Path) -> SweepGrid:
     if not path.is_file():
         raise ParamsError(f"sweep grid {str(path)!r} does not exist")
     try:
-        return SweepGrid.model_validate(yaml.safe_load(path.read_text()) or {})
+        return SweepGrid.model_validate(read_yaml(path.read_text()) or {})
     except (ValidationError, yaml.YAMLError) as err:
         raise ParamsError(f"invalid sweep grid {path}: {err}") from None
 

@@ -94,3 +94,30 @@ def test_a_crafted_teacher_dropped_into_a_project_is_not_resumed(trained_copy, t
     assert not marker.exists()
     config = json.loads(load_checkpoint(layout.teacher)["metadata"]["config"])
     assert config["target"]["name"] == "gmm9"
+
+
+def test_a_checkpoint_without_digest_loads_with_a_warning_and_is_never_resumed(
+    trained_copy, caplog
+):
+    """Files of an older cds have no content digest: readable for sampling, but training starts
+    from scratch rather than continuing a run of other code."""
+    import torch
+
+    layout = Layout(trained_copy)
+    payload = load_checkpoint(layout.teacher)
+    del payload["content_sha256"]
+    torch.save(payload, layout.teacher)
+    with caplog.at_level("WARNING"):
+        assert load_checkpoint(layout.teacher)["step"] == payload["step"]
+    assert "without a content digest" in caplog.text
+    run_teacher(load_params(layout.params), layout, progress=False)
+    assert "content_sha256" in load_checkpoint(layout.teacher)
+    assert "starting from scratch" in caplog.text
+
+
+def test_params_read_exponents_as_numbers(tmp_path):
+    """YAML 1.1 reads `1e-3` as a string; params follow YAML 1.2 (as DVC does)."""
+    assert load_params(None, ["cdds.optim.lr=3e-3"]).cdds.optim.lr == 0.003
+    path = tmp_path / "params.yaml"
+    path.write_text("teacher:\n  optim:\n    lr: 1e-3\n")
+    assert load_params(path).teacher.optim.lr == 0.001

@@ -38,7 +38,9 @@ def elbo(log_weights: Tensor) -> float:
 def elbo_std_error(log_weights: Tensor) -> float:
     """Monte Carlo standard error of the ELBO: std(ℓ)/√n."""
     lw = _as_float64(log_weights)
-    return float(lw.std() / math.sqrt(lw.numel())) if lw.numel() > 1 else math.inf
+    if lw.numel() < 2 or not bool(torch.isfinite(lw).all()):
+        return math.inf
+    return float(lw.std() / math.sqrt(lw.numel()))
 
 
 def log_mean_exp(log_weights: Tensor) -> float:
