@@ -181,6 +181,8 @@ def gate(
     - `protocols` (candidate's, champion's) must agree, or the candidate is refused.
     - Every check that both versions allow must pass (`_quality_check`, `_log_z_checks`), and
       at least one must apply: the gate never promotes because nothing was comparable.
+    - Invalid weights (a folding map) block a version only where the weights are all there is
+      to compare (no exact samples); with exact samples the sample quality decides.
     """
     for key in EVIDENCE:
         value = candidate.get(key)
@@ -199,7 +201,9 @@ def gate(
             )
     if champion is None:
         if candidate.get("weights_valid") is False:
-            return False, "first version, but its importance weights are invalid"
+            if not _finite(candidate.get("sinkhorn_ratio")):
+                return False, "first version, but its importance weights (all there is) are invalid"
+            return True, "first version (its weights are invalid: the map folds)"
         return True, "first version"
     if protocols is not None:
         differences = protocol_mismatch(*protocols)
@@ -207,10 +211,14 @@ def gate(
             return False, "evaluated under another protocol than the champion: " + "; ".join(
                 differences
             )
-    checks = _log_z_checks(candidate, champion, registry)
     quality = _quality_check(candidate, champion, registry)
-    if quality is not None:
-        checks.insert(0, quality)
+    checks = [quality] if quality is not None else []
+    folded = candidate.get("weights_valid") is False and champion.get("weights_valid") is True
+    if folded and quality is not None:
+        # with exact samples the sample quality decides; the lost log Z is reported
+        checks.append((True, "weights invalid (the map folds): log Z not compared"))
+    else:
+        checks += _log_z_checks(candidate, champion, registry)
     if not checks:
         return False, "nothing comparable with the champion (no quality or valid weights)"
     reason = "; ".join(text for _, text in checks)

@@ -78,15 +78,19 @@ def test_gate_never_promotes_on_nothing_comparable_or_invalid_weights():
     bare = {key: None for key in CHAMP}
     ok, reason = gate(bare, bare, TOL)
     assert not ok and "nothing comparable" in reason
-    invalid = {**CHAMP, "weights_valid": False, "log_Z_is": None, "elbo": None}
+    # without exact samples the weights are all there is: invalid ones never pass
+    invalid = {**bare, "weights_valid": False}
     ok, reason = gate(invalid, CHAMP, TOL)
     assert not ok and "weights are invalid" in reason
+    assert not gate(invalid, None, TOL)[0]
+    # with exact samples the quality decides and the lost log Z is noted
+    folded = {**CHAMP, "weights_valid": False, "log_Z_is": None, "elbo": None}
+    ok, reason = gate(folded, CHAMP, TOL)
+    assert ok and "weights invalid (the map folds)" in reason and "sinkhorn/floor" in reason
+    assert not gate({**folded, "sinkhorn_ratio": 1.4}, CHAMP, TOL)[0]
+    assert gate(folded, None, TOL)[0]
     # against an invalid champion, valid weights are no regression: the quality decides
-    assert gate(CHAMP, invalid, TOL)[0]
-    assert gate(invalid, None, TOL) == (
-        False,
-        "first version, but its importance weights are invalid",
-    )
+    assert gate(CHAMP, folded, TOL)[0]
     assert gate(CHAMP, None, TOL) == (True, "first version")
     assert not gate({**CHAMP, "sinkhorn_ratio": float("nan")}, None, TOL)[0]
     # a sample of zero target density: ELBO −inf, no error bar; the worst ELBO, not a failure
@@ -180,7 +184,9 @@ def test_register_gate_and_load_champion_in_another_process(trained_copy):
     refused = [
         candidate(1, {"sinkhorn_ratio": 2 * ratio}),
         candidate(2, {"sinkhorn_ratio": 0.5 * ratio}, {**protocol, "protocol.n": "500"}),
-        candidate(3, {"weights_valid": False, "log_Z_is": None, "elbo": None, "ess": None}),
+        candidate(
+            3, {"weights_valid": False, "sinkhorn_ratio": None, "log_Z_is": None, "elbo": None}
+        ),
         candidate(4, {key: None for key in EVIDENCE}),
     ]
     reasons = [r.reason for r in refused]
