@@ -288,23 +288,6 @@ def _champion(client: Any, name: str) -> Any | None:
         return None
 
 
-def register_sampler(
-    run_id: str,
-    checkpoint: Path,
-    metrics: dict[str, Any],
-    registry: RegistryParams,
-    extra_tags: dict[str, str],
-    protocol: dict[str, str],
-) -> Registration:
-    """Log the sampler as a pyfunc model under `run_id`, register a new version and apply the
-    gate. `metrics` is the evaluation stage's metrics.json, `protocol` its evaluation protocol
-    as tags (`evaluation_protocol`)."""
-    import mlflow
-
-    with _registry_lock(mlflow.get_registry_uri()):
-        return _register(run_id, checkpoint, metrics, registry, extra_tags, protocol)
-
-
 @contextmanager
 def _registry_lock(uri: str) -> Iterator[None]:
     """Serialise check-then-register on one SQLite registry (projects and sweep cells may
@@ -318,7 +301,7 @@ def _registry_lock(uri: str) -> Iterator[None]:
         yield
 
 
-def _register(
+def register_sampler(
     run_id: str,
     checkpoint: Path,
     metrics: dict[str, Any],
@@ -326,58 +309,64 @@ def _register(
     extra_tags: dict[str, str],
     protocol: dict[str, str],
 ) -> Registration:
+    """Log the sampler as a pyfunc model under `run_id`, register a new version and apply the
+    gate. `metrics` is the evaluation stage's metrics.json, `protocol` its evaluation protocol
+    as tags (`evaluation_protocol`)."""
     import mlflow
     import pandas as pd
 
-    client = mlflow.MlflowClient()
-    name = model_name(registry, metrics["target"])
-    md5 = file_md5(checkpoint)
-    champion = _champion(client, name)
-    existing = _existing_version(client, name, md5)
-    if existing is not None:
-        return Registration(
-            name,
-            str(existing.version),
-            existing.tags.get("gate") == "passed",
-            f"checkpoint already registered as version {existing.version}",
-            str(champion.version) if champion else None,
-            existing=True,
-        )
-    with tempfile.TemporaryDirectory() as tmp, mlflow.start_run(run_id=run_id):
-        staged = Path(tmp) / CHECKPOINT_ARTIFACT
-        shutil.copyfile(checkpoint, staged)
-        info = mlflow.pyfunc.log_model(
-            name="sampler",
-            python_model=str(MODEL_CODE),
-            artifacts={"sampler": str(staged)},
-            code_paths=[str(Path(cds.__file__).parent)],
-            signature=signature(int(metrics["dim"])),
-            input_example=pd.DataFrame({"n": [2], "seed": [0]}),
-            pip_requirements=pip_requirements(),
-            # the registrant's own params named this user target: its model may import it
-            model_config={"trust_target_code": ":" in protocol.get(PROTOCOL_TAG + "target", "")},
-        )
-    candidate = {key: metrics.get(key) for key in (*EVIDENCE, *NONFINITE)}
-    old, protocols = None, None
-    if champion is not None:
-        old = {key: _tag_value(champion.tags, key) for key in EVIDENCE}
-        champion_protocol = {
-            key: value for key, value in champion.tags.items() if key.startswith(PROTOCOL_TAG)
+    with _registry_lock(mlflow.get_registry_uri()):
+        client = mlflow.MlflowClient()
+        name = model_name(registry, metrics["target"])
+        md5 = file_md5(checkpoint)
+        champion = _champion(client, name)
+        existing = _existing_version(client, name, md5)
+        if existing is not None:
+            return Registration(
+                name,
+                str(existing.version),
+                existing.tags.get("gate") == "passed",
+                f"checkpoint already registered as version {existing.version}",
+                str(champion.version) if champion else None,
+                existing=True,
+            )
+        with tempfile.TemporaryDirectory() as tmp, mlflow.start_run(run_id=run_id):
+            staged = Path(tmp) / CHECKPOINT_ARTIFACT
+            shutil.copyfile(checkpoint, staged)
+            info = mlflow.pyfunc.log_model(
+                name="sampler",
+                python_model=str(MODEL_CODE),
+                artifacts={"sampler": str(staged)},
+                code_paths=[str(Path(cds.__file__).parent)],
+                signature=signature(int(metrics["dim"])),
+                input_example=pd.DataFrame({"n": [2], "seed": [0]}),
+                pip_requirements=pip_requirements(),
+                # the registrant's own params named this user target: its model may import it
+                model_config={
+                    "trust_target_code": ":" in protocol.get(PROTOCOL_TAG + "target", "")
+                },
+            )
+        candidate = {key: metrics.get(key) for key in (*EVIDENCE, *NONFINITE)}
+        old, protocols = None, None
+        if champion is not None:
+            old = {key: _tag_value(champion.tags, key) for key in EVIDENCE}
+            champion_protocol = {
+                key: value for key, value in champion.tags.items() if key.startswith(PROTOCOL_TAG)
+            }
+            protocols = (protocol, champion_protocol)
+        passed, reason = gate(candidate, old, registry, protocols)
+        tags = {
+            **extra_tags,
+            **protocol,
+            "method": metrics["method"],
+            "checkpoint_md5": md5,
+            "gate": "passed" if passed else "failed",
+            "gate_reason": reason,
+            **{key: str(metrics.get(key)) for key in TAGGED},
         }
-        protocols = (protocol, champion_protocol)
-    passed, reason = gate(candidate, old, registry, protocols)
-    tags = {
-        **extra_tags,
-        **protocol,
-        "method": metrics["method"],
-        "checkpoint_md5": md5,
-        "gate": "passed" if passed else "failed",
-        "gate_reason": reason,
-        **{key: str(metrics.get(key)) for key in TAGGED},
-    }
-    version = mlflow.register_model(info.model_uri, name, tags=tags)
-    if passed:
-        client.set_registered_model_alias(name, CHAMPION, version.version)
-    new_champion = version.version if passed else (champion.version if champion else None)
-    champion_version = None if new_champion is None else str(new_champion)
-    return Registration(name, str(version.version), passed, reason, champion_version)
+        version = mlflow.register_model(info.model_uri, name, tags=tags)
+        if passed:
+            client.set_registered_model_alias(name, CHAMPION, version.version)
+        new_champion = version.version if passed else (champion.version if champion else None)
+        champion_version = None if new_champion is None else str(new_champion)
+        return Registration(name, str(version.version), passed, reason, champion_version)
