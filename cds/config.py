@@ -276,7 +276,8 @@ def _format_errors(err: ValidationError, source: str) -> str:
         msg = e["msg"]
         if e["type"] == "extra_forbidden":
             msg = "unknown key"
-        if isinstance(value, dict):  # a check across the section's fields: the message names them
+        if isinstance(value, dict) and e["type"] == "value_error":
+            # a check across a section's fields: its message names the fields and values
             lines.append(f"  {key}: {msg.removeprefix('Value error, ')}")
         else:
             lines.append(f"  {key} = {value!r}: {msg}")
