@@ -48,8 +48,8 @@ from cds.config import ParamsError, load_params, read_yaml
 from cds.metrics import paper_sinkhorn
 from cds.serving import sampler_from_checkpoint
 from cds.targets import get_target
-from pipelines.evaluation import best_budget
 from pipelines.layout import Layout
+from pipelines.stages.evaluate import best_budget
 from pipelines.sweep import SweepGrid, cells, run_sweep
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -38,7 +38,7 @@ from cds.samplers import coarse_indices, pf_ode_states
 from cds.sde import uniform_grid
 from cds.targets.base import Target
 from cds.targets.prior import StandardNormalPrior
-from cds.training import Trainer, TrainingResult
+from cds.training import Trainer, TrainingMonitor, TrainingResult
 
 STUDENT_KIND = "cdds"
 
@@ -196,6 +196,8 @@ def train_student(
     log_path: str | Path | None = None,
     progress: bool = True,
     stop_after: int | None = None,
+    monitor: TrainingMonitor | None = None,
+    reuse_finished: bool = False,
 ) -> TrainingResult:
     """Distil `teacher` into a consistency student (resumes from a matching checkpoint)."""
     cfg = params.cdds
@@ -260,8 +262,9 @@ def train_student(
         eval_every=cfg.eval_every,
         log_path=log_path,
         progress=progress,
+        monitor=monitor,
     )
-    trainer.try_resume()
+    trainer.try_resume(reuse_finished)
     return trainer.run(stop_after=stop_after)
 
 

@@ -23,11 +23,12 @@ from cds.config import NetworkParams, Params
 from cds.losses import log_variance_loss
 from cds.metrics import log_z_report, paper_sinkhorn
 from cds.networks import Control
+from cds.provenance import code_version, input_digests
 from cds.samplers import path_rnd, sample_sde, simulate_sde
 from cds.sde import VPSchedule, uniform_grid
 from cds.targets.base import Target
 from cds.targets.prior import StandardNormalPrior
-from cds.training import Trainer, TrainingResult
+from cds.training import Trainer, TrainingMonitor, TrainingResult
 
 TEACHER_KIND = "dis"
 
@@ -39,7 +40,8 @@ def fingerprint(payload: dict[str, Any]) -> str:
 
 
 def run_config(params: Params, **sections: Any) -> dict[str, Any]:
-    """What a training run depends on: seed, target and SDE, plus the method's own sections.
+    """What a training run depends on: seed, target and SDE, the method's own sections, the
+    cds code version and the content of the target's user files (`cds.provenance`).
 
     Its fingerprint decides whether a checkpoint may be resumed; it is stored in the checkpoint
     so that the model can be rebuilt."""
@@ -47,6 +49,8 @@ def run_config(params: Params, **sections: Any) -> dict[str, Any]:
         "seed": params.seed,
         "target": params.target.model_dump(),
         "sde": params.sde.model_dump(),
+        "code_version": code_version(),
+        "inputs": input_digests(params.target.name, params.target.options),
         **sections,
     }
 
@@ -132,6 +136,8 @@ def train_teacher(
     log_path: str | Path | None = None,
     progress: bool = True,
     stop_after: int | None = None,
+    monitor: TrainingMonitor | None = None,
+    reuse_finished: bool = False,
 ) -> TrainingResult:
     """Train (or resume) the DIS teacher of `params` on `target`."""
     teacher = params.teacher
@@ -174,8 +180,9 @@ def train_teacher(
         eval_every=teacher.eval_every,
         log_path=log_path,
         progress=progress,
+        monitor=monitor,
     )
-    trainer.try_resume()
+    trainer.try_resume(reuse_finished)
     return trainer.run(stop_after=stop_after)
 
 

@@ -28,7 +28,7 @@ from cds.samplers import path_rnd, pf_ode_states, simulate_sde
 from cds.sde import is_power_of_two, sub_grid, uniform_grid
 from cds.targets.base import Target
 from cds.targets.prior import StandardNormalPrior
-from cds.training import Trainer, TrainingResult
+from cds.training import Trainer, TrainingMonitor, TrainingResult
 
 SCDS_KIND = "scds"
 
@@ -144,19 +144,9 @@ class SelfConsistencyObjective:
         return torch.stack([path[k] for k in range(n + 1)])
 
 
-#: scds fields added after SCDS checkpoints existed, at the value that reproduces training
-#: before them: left out of the fingerprint there, so that those checkpoints still resume (and a
-#: DVC rerun of the stage finds its finished checkpoint) instead of training from scratch.
-FINGERPRINT_NEUTRAL = {"sc_extra_ramp": 0.0}
-
-
 def scds_fingerprint(params: Params) -> str:
     """The fingerprint of the SCDS run `params` describe (what its checkpoint records)."""
-    section = params.scds.model_dump()
-    for key, neutral in FINGERPRINT_NEUTRAL.items():
-        if section[key] == neutral:
-            del section[key]
-    return fingerprint(run_config(params, scds=section))
+    return fingerprint(run_config(params, scds=params.scds.model_dump()))
 
 
 def train_scds(
@@ -166,6 +156,8 @@ def train_scds(
     log_path: str | Path | None = None,
     progress: bool = True,
     stop_after: int | None = None,
+    monitor: TrainingMonitor | None = None,
+    reuse_finished: bool = False,
 ) -> TrainingResult:
     """Train (or resume) SCDS from scratch; no teacher needed."""
     cfg = params.scds
@@ -190,8 +182,9 @@ def train_scds(
         metadata={"config": json.dumps(config), "dim": target.dim},
         log_path=log_path,
         progress=progress,
+        monitor=monitor,
     )
-    trainer.try_resume()
+    trainer.try_resume(reuse_finished)
     return trainer.run(stop_after=stop_after)
 
 

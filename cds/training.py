@@ -11,9 +11,12 @@ iterations, every `ema_every`-th iteration, shadow ← γ_e·shadow + (1 − γ_
 γ_e = min(1 − (1 + e)^(−0.9), 0.9999), e = iterations since the EMA start; before it, shadow = θ.
 
 Checkpoints are atomic and hold the model, the EMA shadow, optimizer, scheduler, the simulation
-generator's state, the loss history, counters and the training wall time (iterations only,
-summed across resumes); a run resumes from one only if it was written for the same
-configuration fingerprint, so a checkpoint of other params is never silently reused.
+generator's state, the loss history and counters: everything a resume needs and nothing that
+depends on the machine or the moment, so the same run writes the same bytes (DVC hashes them).
+Wall times go to the `TrainingResult` and to a `TrainingMonitor`, e.g. live MLflow logging.
+A run resumes only an unfinished checkpoint written for the same fingerprint (params, code
+version and input files, `cds.dis.run_config`); a finished one is trained again unless the
+caller asks to reuse it, so a forced re-run (`dvc repro -f`) really retrains.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from torch import Tensor, nn
@@ -41,8 +44,24 @@ log = logging.getLogger(__name__)
 #: counters, and optionally "follow_ups", callables each giving a further loss to take one more
 #: optimizer step on, in order, after the first (computed with the updated parameters).
 Objective = Callable[[int, torch.Generator], tuple[Tensor, dict[str, Any]]]
-#: An evaluation maps (EMA model, iteration) to a dict of metrics.
+#: An evaluation maps (EMA model, iteration) to a dict of metrics; keys ending in
+#: RUN_SPECIFIC_SUFFIX (wall times) reach the monitor but are kept out of checkpoints and logs.
 Evaluation = Callable[[nn.Module, int], dict[str, Any]]
+RUN_SPECIFIC_SUFFIX = "_seconds"
+
+
+class TrainingMonitor(Protocol):
+    """Watches a run as it goes (e.g. `pipelines.live_tracking`): called on the training
+    process's thread, so implementations must be cheap or buffer."""
+
+    def iteration(self, step: int, loss: float, lr: float, skipped: int) -> None:
+        """After iteration `step` (1-based count of iterations done)."""
+
+    def evaluation(self, record: dict[str, Any]) -> None:
+        """A periodic evaluation of the EMA model (`record["iteration"]` is its step)."""
+
+    def finished(self, result: TrainingResult) -> None:
+        """The run reached its last iteration (or `stop_after`)."""
 
 EMA_GAMMA_CAP = 0.9999
 
@@ -61,6 +80,7 @@ class TrainingResult:
     skipped: int
     dropped_paths: int
     iterations: int
+    #: Wall time of this process's iterations (not of earlier, resumed-from runs).
     train_seconds: float = 0.0
     evaluations: list[dict[str, Any]] = field(default_factory=list)
 
@@ -90,6 +110,7 @@ class Trainer:
         eval_every: int | None = None,
         log_path: str | Path | None = None,
         progress: bool = True,
+        monitor: TrainingMonitor | None = None,
     ):
         self.model = model
         self.objective = objective
@@ -103,6 +124,7 @@ class Trainer:
         self.eval_every = eval_every
         self.log_path = Path(log_path) if log_path is not None else None
         self.progress = progress
+        self.monitor = monitor
         self.generator = torch.Generator().manual_seed(seed)
         self.optimizer = torch.optim.Adam(
             model.parameters(), lr=optim.lr, weight_decay=optim.weight_decay
@@ -139,7 +161,6 @@ class Trainer:
             "losses": list(self.losses),
             "skipped": self.skipped,
             "dropped_paths": self.dropped_paths,
-            "train_seconds": self.train_seconds,
             "evaluations": json.dumps(self.evaluations),
         }
 
@@ -160,11 +181,11 @@ class Trainer:
         self.losses = list(payload["losses"])
         self.skipped = int(payload["skipped"])
         self.dropped_paths = int(payload["dropped_paths"])
-        self.train_seconds = float(payload.get("train_seconds", 0.0))
         self.evaluations = json.loads(payload["evaluations"])
 
-    def try_resume(self) -> bool:
-        """Resume from the checkpoint file if it exists and matches this configuration."""
+    def try_resume(self, reuse_finished: bool = False) -> bool:
+        """Resume from the checkpoint file if it exists, matches this configuration and is
+        unfinished (or finished, with `reuse_finished`: the run then only rewrites its log)."""
         if not self.checkpoint_path.exists():
             return False
         payload = load_checkpoint(self.checkpoint_path)
@@ -177,6 +198,12 @@ class Trainer:
             log.warning(
                 "checkpoint %s was written for another model, other parameters or an older "
                 "cds; starting from scratch",
+                self.checkpoint_path,
+            )
+            return False
+        if payload.get("step") == payload.get("iterations") and not reuse_finished:
+            log.warning(
+                "checkpoint %s holds a finished run; training again from scratch",
                 self.checkpoint_path,
             )
             return False
@@ -250,7 +277,11 @@ class Trainer:
         self._ema_state()  # make sure the EMA model holds the current shadow
         self.ema_model.eval()
         record = {"iteration": iteration, **self.evaluation(self.ema_model, iteration)}
-        self.evaluations.append(record)
+        if self.monitor is not None:
+            self.monitor.evaluation(record)
+        self.evaluations.append(
+            {k: v for k, v in record.items() if not k.endswith(RUN_SPECIFIC_SUFFIX)}
+        )
         self._write_log()
 
     def _write_log(self) -> None:
@@ -290,6 +321,9 @@ class Trainer:
                 refresh=False,
             )
             bar.update(1)
+            if self.monitor is not None:
+                lr = self.optimizer.param_groups[0]["lr"]
+                self.monitor.iteration(self.step, value, lr, self.skipped)
             done = self.step == total
             if self.eval_every and (self.step % self.eval_every == 0 or done):
                 self._evaluate(self.step)
@@ -298,7 +332,7 @@ class Trainer:
         bar.close()
         self._write_log()
         self._ema_state()
-        return TrainingResult(
+        result = TrainingResult(
             ema_model=self.ema_model,
             losses=self.losses,
             skipped=self.skipped,
@@ -307,3 +341,6 @@ class Trainer:
             train_seconds=self.train_seconds,
             evaluations=self.evaluations,
         )
+        if self.monitor is not None:
+            self.monitor.finished(result)
+        return result

@@ -48,7 +48,7 @@ def _input_errors() -> tuple[type[Exception], ...]:
     from cds.checkpoints import CheckpointError
     from cds.config import ParamsError
     from cds.targets import InvalidUserTargetError
-    from pipelines.stages import StageInputError
+    from pipelines.stages.common import StageInputError
 
     return (
         ParamsError,
@@ -102,23 +102,26 @@ def run(
 ) -> None:
     """Run the `retrain` flow: every stage through DVC, then MLflow logging and registration.
 
-    Everything checkable (params, the target and its data, the model name) is checked before
-    anything is written; the whole run holds the project's lock, so a second run is refused
-    (exit 75, naming the holder) or waits `--wait` seconds, and changes nothing."""
+    With --set, the overrides are written to params.yaml (as `dvc exp run --set-param` does)
+    and the run is saved as a DVC experiment (`dvc exp show`). Everything checkable (params,
+    the target and its data, the model name) is checked before anything is written; the
+    whole run holds the project's lock, so a second run is refused (exit 75, naming the
+    holder) or waits `--wait` seconds, and changes nothing."""
     project = project.resolve()
     if not (project / "dvc.yaml").is_file():
         _fail(f"{project} has no dvc.yaml: run from the cds project directory or pass --project")
     from cds.config import ParamsError, load_params
     from pipelines.project_lock import ProjectBusyError, project_lock
-    from pipelines.stages import probed_target
+    from pipelines.stages.common import probed_target
 
     try:
         validated = load_params(params or project / "params.yaml", set_ or [])
-        probed_target(validated)
+        with contextlib.chdir(project):  # paths in params are relative to the project
+            probed_target(validated, project)
     except _input_errors() as err:
         _fail(str(err))
     _quiet()
-    from pipelines.dvc import StageFailedError
+    from pipelines.dvc import StageFailedError, save_experiment
     from pipelines.flows import retrain
 
     signal.signal(signal.SIGTERM, _stop)
@@ -131,6 +134,8 @@ def run(
                     _fail(str(err))
             _write_params(project, validated)
             summary = retrain(str(project))
+            if set_:
+                summary["experiment"] = save_experiment(project)
     except ProjectBusyError as err:
         _fail(str(err), code=EXIT_TRANSIENT)
     except StageFailedError as err:
@@ -209,6 +214,8 @@ def _print_summary(project: Path, summary: dict[str, Any]) -> None:
         f"\nsample:    cds sample --model models:/{summary['model']}@champion -n 1000 --seed 0 "
         "--out samples.npy"
     )
+    if "experiment" in summary:
+        typer.echo(f"experiment: {summary['experiment']}   (dvc exp show)")
 
 
 @app.command()
@@ -220,24 +227,17 @@ def stage(
     progress: Annotated[bool, typer.Option(help="show progress bars")] = True,
 ) -> None:
     """Run one stage on the project's params.yaml (what dvc.yaml calls)."""
+    import importlib
+
     from pipelines.layout import STAGES, Layout
 
     if name not in (*STAGES, "register"):
         _fail(f"stage = {name!r}: unknown; valid: {', '.join((*STAGES, 'register'))}")
     _quiet()
     from cds.config import load_params
-    from pipelines.evaluation import run_evaluate
     from pipelines.project_lock import ProjectBusyError, project_lock
-    from pipelines.stages import run_fragments, run_student, run_target, run_teacher
 
     layout = Layout(project.resolve())
-    runners = {
-        "target": run_target,
-        "teacher": run_teacher,
-        "fragments": run_fragments,
-        "student": run_student,
-        "evaluate": run_evaluate,
-    }
     try:
         # registration is short: a concurrent one is waited for, then finds the version made
         with project_lock(layout.root, wait=REGISTER_WAIT_S if name == "register" else 0.0):
@@ -247,7 +247,9 @@ def stage(
 
                 result = publish(params, layout, statuses={})
             else:
-                result = runners[name](params, layout, progress)
+                module = importlib.import_module(f"pipelines.stages.{name}")
+                with contextlib.chdir(layout.root):  # params' paths are relative to it
+                    result = module.run(params, layout, progress)
     except ProjectBusyError as err:
         _fail(str(err), code=EXIT_TRANSIENT)
     except _input_errors() as err:
@@ -257,6 +259,11 @@ def stage(
             _fail(str(err), code=EXIT_TRANSIENT)
         raise
     typer.echo(json.dumps(result, indent=2, default=str))
+
+
+def _enclosing_project(start: Path) -> Path | None:
+    """The nearest directory at or above `start` that holds a dvc.yaml."""
+    return next((d for d in (start, *start.parents) if (d / "dvc.yaml").is_file()), None)
 
 
 def _find_tracking_uri(start: Path) -> str | None:
@@ -305,6 +312,11 @@ def sample(
         _fail(f"--out = {str(out)!r}: must be a file path in an existing directory")
     _quiet()
     uri = "a local file"
+    project = _enclosing_project(Path.cwd().resolve())
+    if project is not None:
+        from pipelines.project_inputs import use_project_inputs
+
+        use_project_inputs(project)  # a model of a user target finds its module there
     if ":/" in model or not Path(model).is_file():
         uri = _find_tracking_uri(Path.cwd().resolve())
         if uri is None:

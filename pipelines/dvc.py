@@ -8,6 +8,7 @@ this interpreter's bin directory first, so the stages run in the same environmen
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -130,3 +131,15 @@ def is_clean(root: Path) -> bool:
     """Whether `dvc status` reports every stage up to date."""
     returncode, output = dvc(root, "status", "--json", echo=False)
     return returncode == 0 and output.strip().splitlines()[-1].strip() == "{}"
+
+
+def save_experiment(root: Path) -> str | None:
+    """`dvc exp save`: record the workspace (params, dvc.lock, metrics) as a DVC experiment, as
+    `dvc exp run --set-param` would have; returns its name, or None where DVC cannot (no git
+    commit yet), with the reason on stderr."""
+    returncode, output = dvc(root, "exp", "save", echo=False)
+    match = re.search(r"saved as: (\S+)", output)
+    if returncode != 0 or match is None:
+        print(f"dvc exp save did not record this run: {output.strip()[-500:]}", file=sys.stderr)
+        return None
+    return match.group(1)

@@ -1,6 +1,7 @@
 """Prefect flows. `retrain` chains the stages by driving `dvc repro` one stage at a time (so a
 Prefect run and a manual `dvc repro` produce the same artifacts and leave `dvc status` clean),
-then logs the run to MLflow and registers the student behind the quality gate.
+then logs the run to MLflow and registers the student behind the quality gate. The MLflow run
+is opened first, so that the training stages log into it while they run.
 
 One flow run is one process: Prefect's temporary server, when no PREFECT_API_URL is set, starts
 once per run, not once per stage (the stages are subprocesses that do not import Prefect).
@@ -19,9 +20,11 @@ from prefect.tasks import Task
 from cds.config import load_params
 from pipelines.dvc import TRANSIENT_MARKERS, TransientStageError, is_clean, repro_stage
 from pipelines.layout import STAGES, Layout
+from pipelines.live_tracking import PARENT_RUN_ENV
 from pipelines.params_file import write_complete_params
 from pipelines.project_lock import project_lock
 from pipelines.publish import publish
+from pipelines.tracking import end_failed_run, start_pipeline_run
 
 #: How often a transient failure (DVC lock held, SQLite busy) is retried, and after how long.
 RETRIES = 2
@@ -47,10 +50,12 @@ def is_transient(_task: Task, _task_run: TaskRun, state: State) -> bool:
     retry_condition_fn=is_transient,
     cache_policy=None,
 )
-def run_stage(project: str, stage: str, echo: bool = True) -> str:
-    """`dvc repro STAGE`; returns "ran" or "cached"."""
+def run_stage(project: str, stage: str, echo: bool = True, run_id: str | None = None) -> str:
+    """`dvc repro STAGE` (training stages log live into MLflow run `run_id`'s nested runs);
+    returns "ran" or "cached"."""
     logger = get_run_logger()
-    run = repro_stage(Path(project), stage, echo=echo)
+    env = {PARENT_RUN_ENV: run_id} if run_id else None
+    run = repro_stage(Path(project), stage, echo=echo, extra_env=env)
     logger.info("stage %s: %s in %.1f s", stage, run.status, run.seconds)
     return run.status
 
@@ -62,9 +67,11 @@ def run_stage(project: str, stage: str, echo: bool = True) -> str:
     retry_condition_fn=is_transient,
     cache_policy=None,
 )
-def register(project: str, statuses: dict[str, str], tags: dict[str, str]) -> dict[str, Any]:
+def register(
+    project: str, statuses: dict[str, str], tags: dict[str, str], run_id: str | None = None
+) -> dict[str, Any]:
     layout = Layout(Path(project))
-    summary = publish(load_params(layout.params), layout, statuses, tags)
+    summary = publish(load_params(layout.params), layout, statuses, tags, run_id=run_id)
     get_run_logger().info(
         "registered %s version %s (gate %s: %s); champion is version %s",
         summary["model"],
@@ -86,6 +93,13 @@ def retrain(
     with project_lock(layout.root):
         params = load_params(layout.params)  # the whole file, before any stage runs
         write_complete_params(layout.params, params)
-        statuses = {stage: run_stage(str(layout.root), stage, echo) for stage in STAGES}
-        summary = register(str(layout.root), statuses, tags or {})
+        run_id = start_pipeline_run(params, layout, tags)
+        try:
+            statuses = {
+                stage: run_stage(str(layout.root), stage, echo, run_id) for stage in STAGES
+            }
+            summary = register(str(layout.root), statuses, tags or {}, run_id)
+        except BaseException:
+            end_failed_run(run_id)
+            raise
         return {"stages": statuses, "dvc_status_clean": is_clean(layout.root), **summary}

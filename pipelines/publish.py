@@ -9,7 +9,7 @@ from typing import Any
 from cds.config import Params
 from pipelines.layout import Layout
 from pipelines.registry import evaluation_protocol, register_sampler
-from pipelines.stages import require
+from pipelines.stages.common import require
 from pipelines.tracking import configure, git_commit, log_pipeline_run
 
 #: Metrics a summary reports (the champion's headline numbers).
@@ -34,15 +34,16 @@ def publish(
     statuses: dict[str, str],
     tags: dict[str, str] | None = None,
     register: bool = True,
+    run_id: str | None = None,
 ) -> dict[str, Any]:
-    """Log the run (parent + nested stage runs) and, with `register`, register the student;
-    returns a summary with the tracking URI, run id, model version, gate outcome and headline
-    metrics."""
+    """Log the run (parent + nested stage runs; into the open run `run_id` when given) and,
+    with `register`, register the student; returns a summary with the tracking URI, run id,
+    model version, gate outcome and headline metrics."""
     metrics = json.loads(require(layout.metrics, "evaluate").read_text())
     report = json.loads(require(layout.report, "evaluate").read_text())
     checkpoint = require(layout.student, "student")
     uri = configure(layout.root)
-    run_id = log_pipeline_run(params, layout, statuses, tags)
+    run_id = log_pipeline_run(params, layout, statuses, tags, run_id)
     summary: dict[str, Any] = {
         "tracking_uri": uri,
         "run_id": run_id,

@@ -8,9 +8,13 @@ alias where it was and tags the version `gate=failed` with the reason. Registeri
 that is already a version of the model (same md5) creates nothing.
 
 The gate compares like with like: a candidate scored under another evaluation protocol than
-the champion (n, reference seed, metric version, target and its options, data files, method,
-NFE) is refused with the differing fields named; it is not re-scored here. Users who change
-the protocol on purpose register under a new model name (`registry.model_name`).
+the champion (n, reference seed, metric version, target and its options, method, NFE) is
+refused with the differing fields named; it is not re-scored here. Users who change the
+protocol on purpose register under a new model name (`registry.model_name`). The one exception
+is new inputs: when only the content of the target's files changed (new observations in its
+data file, an edited density module: scheduled retraining on new data), the champion describes
+a density that no longer exists, so the candidate is judged on its own, as the first version
+for the new inputs.
 """
 
 from __future__ import annotations
@@ -57,6 +61,8 @@ NONFINITE = (
 TAGGED = (*EVIDENCE, *NONFINITE, "sinkhorn", "sinkhorn_vs_teacher", "nfe")
 #: Prefix of the protocol tags.
 PROTOCOL_TAG = "protocol."
+#: Protocol fields that record the content of the target's files (data_sha256: older cds).
+INPUT_FIELDS = (PROTOCOL_TAG + "inputs_sha256", PROTOCOL_TAG + "data_sha256")
 #: Distributions a consumer of the pyfunc model needs (the cds package itself ships with it).
 CONSUMER_REQUIREMENTS = (
     "mlflow-skinny",
@@ -178,7 +184,8 @@ def gate(
     - Its figures must be finite where present, and the target must have been finite on all
       but `registry.max_nonfinite_fraction` of the training paths and weighted samples; the
       first version then passes.
-    - `protocols` (candidate's, champion's) must agree, or the candidate is refused.
+    - `protocols` (candidate's, champion's) must agree, or the candidate is refused; where only
+      the target's inputs differ, the candidate is judged as a first version.
     - Every check that both versions allow must pass (`_quality_check`, `_log_z_checks`), and
       at least one must apply: the gate never promotes because nothing was comparable.
     - Invalid weights (a folding map) block a version only where the weights are all there is
@@ -207,6 +214,9 @@ def gate(
         return True, "first version"
     if protocols is not None:
         differences = protocol_mismatch(*protocols)
+        if differences and all(d.partition(":")[0] in INPUT_FIELDS for d in differences):
+            passed, reason = gate(candidate, None, registry)
+            return passed, f"the target's inputs changed since the champion: {reason} for them"
         if differences:
             return False, "evaluated under another protocol than the champion: " + "; ".join(
                 differences

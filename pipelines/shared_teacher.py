@@ -39,7 +39,8 @@ def shared_teacher(checkpoint: Path, store: Path, fingerprint: str) -> Iterator[
     """Around a cell's teacher stage: cells with the same teacher `fingerprint` take turns
     (a file lock in `store`). The first trains as usual and, once its stage succeeded, deposits
     the finished checkpoint in `store`; each later one finds it there and starts its stage from
-    a copy, which the trainer resumes as finished, so the stage only rewrites its log."""
+    a copy, which the trainer hands on as finished (the sweep sets the teacher stage's
+    REUSE_FINISHED_ENV to the fingerprint), so the stage only rewrites its log."""
     store.mkdir(parents=True, exist_ok=True)
     deposit = store / f"{fingerprint}.pt"
     with FileLock(store / f"{fingerprint}.lock"):  # nobody else touches the deposit meanwhile

@@ -35,6 +35,7 @@ from pipelines.layout import STAGES, Layout
 from pipelines.params_file import write_complete_params
 from pipelines.publish import publish
 from pipelines.shared_teacher import shared_teacher
+from pipelines.stages.teacher import REUSE_FINISHED_ENV
 from pipelines.workspace import create_workspace
 
 #: Attempts at logging a cell to MLflow when the store is busy.
@@ -181,14 +182,14 @@ def run_cell(cell: Cell, settings: SweepSettings) -> dict[str, Any]:
     try:
         root = _workspace(cell, settings)
         pull = settings.dvc_remote is not None
+        fingerprint = teacher_fingerprint(load_params(root / "params.yaml"))
         teacher = shared_teacher(
-            Layout(root).teacher,
-            Path(settings.directory) / "teachers",
-            teacher_fingerprint(load_params(root / "params.yaml")),
+            Layout(root).teacher, Path(settings.directory) / "teachers", fingerprint
         )
         for stage in STAGES:
             with teacher if stage == "teacher" else nullcontext():
-                result.stages[stage] = repro_stage(root, stage, False, pull, env).status
+                stage_env = {**env, REUSE_FINISHED_ENV: fingerprint} if stage == "teacher" else env
+                result.stages[stage] = repro_stage(root, stage, False, pull, stage_env).status
         result.trained = any(s == "ran" for k, s in result.stages.items() if k != "evaluate")
         if pull:
             code, output = dvc(root, "push", echo=False)

@@ -16,6 +16,7 @@ from typing import Any
 from cds.config import Params
 from pipelines.dvc import lock_hashes
 from pipelines.layout import STAGES, Layout
+from pipelines.timings import read_timings
 
 #: Params sections each stage depends on (what its nested run logs as params).
 STAGE_SECTIONS = {
@@ -116,44 +117,106 @@ def _log_training_curve(client: Any, run_id: str, path: Path) -> None:
         client.log_batch(run_id, metrics=metrics)
 
 
+def _run_tags(params: Params, layout: Layout, tags: dict[str, str] | None) -> dict[str, str]:
+    return {
+        "git_commit": git_commit(layout.root),
+        "target": params.target.name,
+        "method": params.method,
+        **(tags or {}),
+    }
+
+
+def start_pipeline_run(
+    params: Params, layout: Layout, tags: dict[str, str] | None = None
+) -> str:
+    """Open the pipeline run (tags and params logged) before any stage runs, so that the
+    stages can log into nested runs of it while they train (`pipelines.live_tracking`);
+    `log_pipeline_run` completes it. Returns its id."""
+    import mlflow
+
+    configure(layout.root)
+    exp = experiment_id(params.registry.experiment)
+    with mlflow.start_run(
+        experiment_id=exp,
+        run_name=f"retrain-{params.target.name}",
+        tags=_run_tags(params, layout, tags),
+    ) as run:
+        mlflow.log_params({k: str(v) for k, v in flatten(params.model_dump()).items()})
+    mlflow.MlflowClient().update_run(run.info.run_id, status="RUNNING")
+    return run.info.run_id
+
+
+def end_failed_run(run_id: str) -> None:
+    """Mark a pipeline run whose stages failed."""
+    import mlflow
+
+    mlflow.MlflowClient().set_terminated(run_id, "FAILED")
+
+
+def _stage_run(experiment: str, parent: str, stage: str) -> str | None:
+    """The nested run a stage logged live into under `parent`, if any."""
+    import mlflow
+
+    found = mlflow.search_runs(
+        [experiment],
+        filter_string=f"tags.mlflow.parentRunId = '{parent}' and tags.stage = '{stage}'",
+        output_format="list",
+    )
+    return found[0].info.run_id if found else None
+
+
 def log_pipeline_run(
     params: Params,
     layout: Layout,
     statuses: dict[str, str],
     tags: dict[str, str] | None = None,
+    run_id: str | None = None,
 ) -> str:
-    """One parent run for the pipeline run and a nested run per stage (params, DVC output
-    hashes, training curves, metrics, plots); returns the parent run id."""
+    """Log the finished pipeline: into the run `start_pipeline_run` opened (`run_id`) or a new
+    one, a nested run per stage (the one the stage logged live into, when it did) with params,
+    DVC output hashes, training curves, wall times, metrics and plots; returns the run id."""
     import mlflow
 
     client = mlflow.MlflowClient()
     raw = params.model_dump()
     hashes = lock_hashes(layout.root)
     metrics = json.loads(layout.metrics.read_text())
+    timings = {stage: read_timings(layout.root, stage) for stage in STAGES}
     exp = experiment_id(params.registry.experiment)
     mlflow.set_experiment(experiment_id=exp)  # nested runs inherit the active experiment
-    run_tags = {
-        "git_commit": git_commit(layout.root),
-        "target": metrics["target"],
-        "method": params.method,
-        "weights_valid": str(metrics.get("weights_valid")),
-        **(tags or {}),
-    }
-    with mlflow.start_run(
-        experiment_id=exp, run_name=f"retrain-{metrics['target']}", tags=run_tags
-    ) as parent:
+    run_tags = {**_run_tags(params, layout, tags), "weights_valid": str(metrics["weights_valid"])}
+    opened = (
+        mlflow.start_run(run_id=run_id)
+        if run_id is not None
+        else mlflow.start_run(experiment_id=exp, run_name=f"retrain-{params.target.name}")
+    )
+    with opened as parent:
+        mlflow.set_tags(run_tags)
         mlflow.log_params({k: str(v) for k, v in flatten(raw).items()})
         mlflow.log_metrics(numeric(metrics))
+        wall_times = {
+            "train_seconds": timings["student"].get("train_seconds"),
+            "teacher_train_seconds": timings["teacher"].get("train_seconds"),
+            "sample_seconds": timings["evaluate"].get("student_K1.sample_seconds"),
+        }
+        mlflow.log_metrics({k: v for k, v in wall_times.items() if v is not None})
         mlflow.log_artifacts(str(layout.plots_dir), "plots")
         mlflow.log_artifact(str(layout.metrics))
         for stage in STAGES:
+            live = _stage_run(exp, parent.info.run_id, stage)
             stage_tags = {
                 **(tags or {}),
                 "stage": stage,
                 "dvc_status": statuses.get(stage, "unknown"),
                 **{f"dvc.md5.{path}": md5 for path, md5 in hashes.get(stage, {}).items()},
             }
-            with mlflow.start_run(run_name=stage, nested=True, tags=stage_tags) as child:
+            opened_stage = (
+                mlflow.start_run(run_id=live, nested=True)
+                if live is not None
+                else mlflow.start_run(run_name=stage, nested=True)
+            )
+            with opened_stage as child:
+                mlflow.set_tags(stage_tags)
                 mlflow.log_params(
                     {
                         k: str(v)
@@ -161,10 +224,10 @@ def log_pipeline_run(
                         for k, v in flatten({section: raw[section]}).items()
                     }
                 )
-                if stage == "teacher":
-                    _log_training_curve(client, child.info.run_id, layout.teacher_log)
-                elif stage == "student":
-                    _log_training_curve(client, child.info.run_id, layout.student_log)
+                mlflow.log_metrics({f"seconds.{k}": v for k, v in timings[stage].items()})
+                if stage in ("teacher", "student") and live is None:
+                    log = layout.teacher_log if stage == "teacher" else layout.student_log
+                    _log_training_curve(client, child.info.run_id, log)
                 elif stage == "evaluate":
                     mlflow.log_metrics(numeric(json.loads(layout.report.read_text())))
                     mlflow.log_artifacts(str(layout.eval_dir), "eval")

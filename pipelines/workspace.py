@@ -1,5 +1,11 @@
-"""Creating a pipeline working copy: a git + DVC repository holding the project's dvc.yaml and a
-given params.yaml, optionally sharing a DVC cache (sweep cells, tests, new projects)."""
+"""Creating a pipeline working copy: a git + DVC repository holding the project's dvc.yaml, its
+`inputs/` and a given params.yaml, optionally sharing a DVC cache (sweep cells, tests, new
+projects).
+
+dvc.yaml names the code each stage runs by paths relative to the project (`cds/dis.py`, …). A
+working copy links `cds` and `pipelines` to the packages this interpreter imports, so the same
+dvc.yaml tracks the code there: editing it makes the copy's stages stale, as in the checkout.
+"""
 
 from __future__ import annotations
 
@@ -7,12 +13,16 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import cds
+import pipelines
 from cds.config import Params
 from pipelines.dvc import dvc
 from pipelines.params_file import write_complete_params
 
 #: Files copied from the source project into every working copy.
 PROJECT_FILES = ("dvc.yaml", ".gitignore", "data/.gitignore", ".dvcignore")
+#: The source packages a working copy links to (the code its stages depend on).
+CODE_PACKAGES = (cds, pipelines)
 
 
 def _git(root: Path, *args: str) -> None:
@@ -36,6 +46,18 @@ def create_workspace(
         if (source / name).is_file():
             (dest / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(source / name, dest / name)
+    if (source / "inputs").is_dir():
+        shutil.copytree(
+            source / "inputs",
+            dest / "inputs",
+            symlinks=True,
+            ignore=shutil.ignore_patterns("__pycache__"),
+        )
+    else:
+        (dest / "inputs").mkdir()
+        (dest / "inputs" / "README.md").write_text("Files the target reads (see dvc.yaml).\n")
+    for package in CODE_PACKAGES:
+        (dest / package.__name__).symlink_to(Path(package.__file__).resolve().parent)
     write_complete_params(dest / "params.yaml", params)
     _git(dest, "init", "-q")
     for args in (("init", "-q"), ("config", "core.analytics", "false")):

@@ -87,15 +87,14 @@ def prefect_api() -> str:
 def trained_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny project whose stages were run once, in-process (reference for copies)."""
     from cds.config import load_params
-    from pipelines.evaluation import run_evaluate
     from pipelines.layout import Layout
-    from pipelines.stages import run_fragments, run_student, run_target, run_teacher
+    from pipelines.stages import evaluate, fragments, student, target, teacher
 
     root = make_project(tmp_path_factory.mktemp("trained") / "project")
     layout = Layout(root)
     params = load_params(layout.params)
-    for stage in (run_target, run_teacher, run_fragments, run_student, run_evaluate):
-        stage(params, layout, progress=False)
+    for stage in (target, teacher, fragments, student, evaluate):
+        stage.run(params, layout, progress=False)
     return root
 
 

@@ -94,7 +94,9 @@ def test_corrupt_checkpoint_fails_evaluation_and_leaves_no_metrics(trained_copy)
     assert not layout.metrics.exists() and not layout.eval_dir.exists()
 
 
-def test_stage_rerun_after_completion_is_cheap_and_identical(trained_copy):
+def test_stage_rerun_after_completion_trains_again_to_the_same_weights(trained_copy):
+    """A finished checkpoint is not handed back (so `dvc repro -f` retrains); training is
+    seeded, so the weights come out the same."""
     layout = Layout(trained_copy)
     before = torch.load(layout.student, weights_only=True)["ema"]
     result = runner.invoke(

@@ -18,7 +18,7 @@ from cds.serving import UntrustedTargetError, load_sampler, sampler_from_checkpo
 from cds.targets import get_target
 from pipelines.cli import app
 from pipelines.layout import Layout
-from pipelines.stages import run_teacher
+from pipelines.stages import teacher
 
 runner = CliRunner()
 
@@ -90,7 +90,7 @@ def test_a_crafted_teacher_dropped_into_a_project_is_not_resumed(trained_copy, t
     layout = Layout(trained_copy)
     marker = tmp_path / "pwned"
     crafted(layout.teacher, layout.teacher, marker)
-    run_teacher(load_params(layout.params), layout, progress=False)
+    teacher.run(load_params(layout.params), layout, progress=False)
     assert not marker.exists()
     config = json.loads(load_checkpoint(layout.teacher)["metadata"]["config"])
     assert config["target"]["name"] == "gmm9"
@@ -110,7 +110,7 @@ def test_a_checkpoint_without_digest_loads_with_a_warning_and_is_never_resumed(
     with caplog.at_level("WARNING"):
         assert load_checkpoint(layout.teacher)["step"] == payload["step"]
     assert "without a content digest" in caplog.text
-    run_teacher(load_params(layout.params), layout, progress=False)
+    teacher.run(load_params(layout.params), layout, progress=False)
     assert "content_sha256" in load_checkpoint(layout.teacher)
     assert "starting from scratch" in caplog.text
 

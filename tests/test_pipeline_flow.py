@@ -14,9 +14,7 @@ from pathlib import Path
 
 import mlflow
 import pytest
-import torch
 
-from cds.checkpoints import load_checkpoint
 from pipelines.dvc import StageFailedError, TransientStageError, dvc, is_clean, lock_hashes
 from pipelines.flows import is_transient, retrain
 from pipelines.layout import STAGES, Layout
@@ -53,18 +51,15 @@ def test_retrain_runs_every_stage_logs_and_registers(retrained):
     assert student.data.tags["dvc.md5.data/student/student.pt"] == recorded
 
 
-def test_flow_and_manual_repro_train_the_same_models(retrained, tmp_path):
+def test_flow_and_manual_repro_write_the_same_lock(retrained, tmp_path):
+    """Outputs hold no wall times or other run-specific values: a manual `dvc repro` in another
+    directory records the same hash for every output as the flow did, so a committed dvc.lock
+    is a baseline for any clone."""
     project, _ = retrained
     manual = make_project(tmp_path / "manual")
     code, out = dvc(manual, "repro", echo=False)
     assert code == 0, out
-    # The files also hold wall times, so compare the tensors, exactly.
-    for path in ("data/teacher/teacher.pt", "data/student/student.pt", "data/fragments/bank.pt"):
-        a, b = load_checkpoint(project / path), load_checkpoint(manual / path)
-        if "ema" in a:
-            assert all(torch.equal(a["ema"][k], b["ema"][k]) for k in a["ema"]), path
-        else:
-            assert all(torch.equal(a[k], b[k]) for k in ("x_lo", "x_hi", "pair")), path
+    assert lock_hashes(manual) == lock_hashes(project)
 
 
 def test_second_retrain_is_a_noop_and_registers_nothing(retrained):

@@ -105,6 +105,20 @@ def test_gate_refuses_another_protocol_and_names_the_difference():
     assert gate(CHAMP, CHAMP, TOL, (dict(PROTOCOL), PROTOCOL))[0]
 
 
+def test_new_inputs_are_judged_on_their_own():
+    """Only the content of the target's files changed (new data): the champion was scored on a
+    density that no longer exists, so the candidate is judged as a first version, even when
+    its figures are worse than the champion's; any other difference is still refused."""
+    old = {**PROTOCOL, "protocol.inputs_sha256": '{"inputs/obs.csv": "aa"}'}
+    new = {**PROTOCOL, "protocol.inputs_sha256": '{"inputs/obs.csv": "bb"}'}
+    worse = {**CHAMP, "sinkhorn_ratio": 3.0}
+    ok, reason = gate(worse, CHAMP, TOL, (new, old))
+    assert ok and "inputs changed" in reason and "first version" in reason
+    broken = {**CHAMP, "sinkhorn_ratio": float("nan")}
+    assert not gate(broken, CHAMP, TOL, (new, old))[0]  # the absolute checks still apply
+    assert not gate(worse, CHAMP, TOL, ({**new, "protocol.n": "500"}, old))[0]
+
+
 def test_tolerances_that_switch_the_gate_off_are_refused():
     for field, value in [
         ("sinkhorn_tolerance", math.inf),

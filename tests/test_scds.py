@@ -9,7 +9,6 @@ import pytest
 import torch
 
 from cds.config import load_params
-from cds.dis import fingerprint, run_config
 from cds.metrics import paper_sinkhorn
 from cds.networks import Control
 from cds.samplers import sample_pf_ode, simulate_sde
@@ -315,15 +314,10 @@ def test_training_reads_the_extra_steps_ramp(tmp_path):
     assert payload["scheduler"]["last_epoch"] == 3
 
 
-def test_fingerprint_leaves_out_the_ramp_at_zero_so_older_checkpoints_resume(tmp_path):
-    """A checkpoint written before `sc_extra_ramp` existed hashed the scds section without it;
-    at ramp 0 (the training before it) the fingerprint is that hash, at any other ramp it
-    differs, and a run records the fingerprint that decides its resume."""
-    params = load_params(None, ["scds.sc_extra_steps=4"])
-    before_the_field = params.scds.model_dump()
-    del before_the_field["sc_extra_ramp"]
+def test_fingerprint_covers_the_ramp_and_is_what_a_run_records(tmp_path):
+    """Every scds field enters the fingerprint (ramp 0 and 0.5 differ), and a run records the
+    fingerprint that decides its resume."""
     unramped = load_params(None, ["scds.sc_extra_steps=4", "scds.sc_extra_ramp=0"])
-    assert scds_fingerprint(unramped) == fingerprint(run_config(params, scds=before_the_field))
     ramped = load_params(None, ["scds.sc_extra_steps=4", "scds.sc_extra_ramp=0.5"])
     assert scds_fingerprint(ramped) != scds_fingerprint(unramped)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import itertools
+import json
 import logging
 import math
 
@@ -18,6 +19,7 @@ from cds.dis import (
     load_teacher,
     make_control,
     make_schedule,
+    teacher_fingerprint,
     train_teacher,
 )
 from cds.losses import log_variance_loss
@@ -233,6 +235,49 @@ def test_checkpoint_written_for_other_params_is_not_reused(tmp_path):
     train_teacher(tiny_params(), target, tmp_path / "c.pt", progress=False, stop_after=10)
     other = train_teacher(tiny_params(seed=5), target, tmp_path / "c.pt", progress=False)
     assert len(other.losses) == 30
+
+
+def test_checkpoint_of_other_code_or_inputs_is_not_resumed(tmp_path, monkeypatch):
+    """The fingerprint covers the cds code version and the content of the target's files: an
+    unfinished checkpoint is resumed by the same code only."""
+    target = get_target("gmm9")
+    train_teacher(tiny_params(), target, tmp_path / "c.pt", progress=False, stop_after=10)
+    monkeypatch.setattr("cds.dis.code_version", lambda: "another-version")
+    other = train_teacher(tiny_params(), target, tmp_path / "c.pt", progress=False)
+    assert len(other.losses) == 30  # from scratch
+    config = json.loads(load_checkpoint(tmp_path / "c.pt")["metadata"]["config"])
+    assert config["code_version"] == "another-version"
+
+    data = tmp_path / "obs.csv"
+    data.write_text("1\n")
+    params = tiny_params(**{"target.options.data": str(data)})
+    before = teacher_fingerprint(params)
+    data.write_text("2\n")  # same path, new content
+    assert teacher_fingerprint(params) != before
+
+
+def test_finished_checkpoint_is_trained_again_unless_reused(tmp_path, caplog):
+    """What DVC re-runs (a forced `dvc repro -f`, changed outputs) trains again, to the same
+    weights; a caller that asks (a sweep sharing one teacher) gets the finished run back."""
+    target = get_target("gmm9")
+    first = train_teacher(tiny_params(), target, tmp_path / "c.pt", progress=False)
+    with caplog.at_level(logging.WARNING, logger="cds.training"):
+        again = train_teacher(tiny_params(), target, tmp_path / "c.pt", progress=False)
+    assert len(again.losses) == 30 and again.train_seconds > 0
+    assert any("training again from scratch" in r.getMessage() for r in caplog.records)
+    assert again.losses == first.losses
+    reused = train_teacher(
+        tiny_params(), target, tmp_path / "c.pt", progress=False, reuse_finished=True
+    )
+    assert reused.iterations == 30 and reused.train_seconds == 0.0
+
+
+def test_checkpoint_holds_no_wall_times(tmp_path):
+    """Same run, same bytes: nothing in a checkpoint depends on the moment or the machine."""
+    target = get_target("gmm9")
+    train_teacher(tiny_params(), target, tmp_path / "a.pt", progress=False)
+    train_teacher(tiny_params(), target, tmp_path / "b.pt", progress=False)
+    assert (tmp_path / "a.pt").read_bytes() == (tmp_path / "b.pt").read_bytes()
 
 
 def test_missing_corrupt_and_unfinished_checkpoints(tmp_path):

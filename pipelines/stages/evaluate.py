@@ -1,19 +1,22 @@
-"""The evaluation stage: score the student and the teacher (at its N steps and at one step, the
+"""The evaluate stage: score the student and the teacher (at its N steps and at one step, the
 paper's "DIS-1") against the target stage's exact test reference beside the noise floor,
 trace the student's quality-vs-NFE budget curve (Sinkhorn, |Δlog Z| and ESS per K; the best K
 chosen on the validation reference, reported on the test reference), and write
 data/eval/metrics.json (headline numbers, what `dvc metrics` shows and the gate reads),
-report.json (every metric of student, teacher and floor), budget_curve.json and PNG plots."""
+report.json (every metric of student, teacher and floor), budget_curve.json and PNG plots.
+Wall times (sampling, training) go to `.cds/timings/evaluate.json` and MLflow, not to these
+outputs, so that they are the same bytes on any machine that computes the same results."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import shutil
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
@@ -22,12 +25,14 @@ from cds.checkpoints import load_checkpoint
 from cds.config import Params
 from cds.evaluation import METRIC_VERSION, References, score_sampler
 from cds.metrics import noise_floor
+from cds.provenance import input_digests
 from cds.serving import sampler_from_checkpoint
 from cds.targets import Target
 from pipelines.io import write_json_atomic
 from pipelines.layout import Layout
 from pipelines.plots import plot_budget_curve, plot_samples
-from pipelines.stages import checked_target, load_references, require
+from pipelines.stages.common import checked_target, require
+from pipelines.timings import record_timings, split_timings
 
 #: Student metrics copied to the top level of metrics.json (what the gate and dashboards read).
 HEADLINE = (
@@ -45,7 +50,6 @@ HEADLINE = (
     "weights_valid",
     "negative_det_fraction",
     "folded_fraction",
-    "sample_seconds",
 )
 
 
@@ -65,7 +69,20 @@ def budgets(params: Params) -> list[int]:
     return [2**i for i in range(int(math.log2(top)) + 1)]
 
 
-def run_evaluate(params: Params, layout: Layout, progress: bool = True) -> dict[str, Any]:
+def load_references(layout: Layout) -> References | None:
+    """The target stage's exact reference sets (validation, test), or None for targets
+    without exact samples."""
+    manifest = json.loads(require(layout.manifest, "target").read_text())
+    if manifest["reference"] is None:
+        return None
+    return References(
+        torch.from_numpy(np.load(require(layout.reference_validation, "target"))),
+        torch.from_numpy(np.load(require(layout.reference_test, "target"))),
+    )
+
+
+def run(params: Params, layout: Layout, progress: bool = True) -> dict[str, Any]:
+    """Score student and teacher; write metrics, report, budget curve and plots."""
     target = checked_target(params, layout)
     references = load_references(layout)
     student_path = require(layout.student, "student")
@@ -82,6 +99,7 @@ def run_evaluate(params: Params, layout: Layout, progress: bool = True) -> dict[
         )
     steps = budgets(params)
     extra = 3 if params.method == "scds" else 2
+    timings: dict[str, float] = {}
     bar = tqdm(total=len(steps) + extra, desc="evaluate", disable=not progress, dynamic_ncols=True)
 
     def score(
@@ -98,7 +116,7 @@ def run_evaluate(params: Params, layout: Layout, progress: bool = True) -> dict[
             validate=validate,
         )
         bar.update(1)
-        return result
+        return split_timings(result[0], timings, f"{label}."), result[1]
 
     teacher_metrics, teacher_samples = score(teacher_path, "teacher")
     teacher_one_step, _ = score(teacher_path, "teacher_one_step", n_steps=1)
@@ -135,8 +153,6 @@ def run_evaluate(params: Params, layout: Layout, progress: bool = True) -> dict[
         "teacher_elbo": teacher_metrics.get("elbo"),
         "teacher_elbo_se": teacher_metrics.get("elbo_se"),
         "teacher_ess": teacher_metrics.get("ess"),
-        "train_seconds": report["training"]["student"]["seconds"],
-        "teacher_train_seconds": report["training"]["teacher"]["seconds"],
         "nonfinite_weight_fraction": _nonfinite_fraction(student_metrics),
         "teacher_nonfinite_weight_fraction": _nonfinite_fraction(teacher_metrics),
         "dropped_path_fraction": report["training"]["student"]["dropped_path_fraction"],
@@ -153,39 +169,30 @@ def run_evaluate(params: Params, layout: Layout, progress: bool = True) -> dict[
     plotted = curve if student_sde is None else [*curve, _curve_point(student_sde)]
     _plots(params, layout, target, references, student_samples, teacher_samples, plotted, metrics)
     write_json_atomic(layout.budget_curve, {"budget_curve": curve})
-    write_json_atomic(layout.report, report)
+    write_json_atomic(layout.report, split_timings(report, timings))
     write_json_atomic(layout.metrics, metrics)
+    record_timings(layout.root, "evaluate", timings)
     return metrics
 
 
 def evaluation_protocol(params: Params, nfe: int) -> dict[str, Any]:
     """What a version's figures depend on besides the sampler: the metric version, the target
-    with its options and the sha256 of every data file they name, the reference size and seed,
-    the floor repeats, the method and its NFE. The registry gate compares only versions whose
-    protocols are equal."""
+    with its options and the sha256 of its files (a user module, the data files its options
+    name), the reference size and seed, the floor repeats, the method and its NFE. The registry
+    gate compares only versions whose protocols are equal."""
     options = params.target.options
-    data = {
-        key: _sha256(Path(value))
-        for key, value in sorted(options.items())
-        if isinstance(value, str) and Path(value).is_file()
-    }
     cfg = params.evaluation
     return {
         "metric_version": METRIC_VERSION,
         "target": params.target.name,
         "target_options": options,
-        "data_sha256": data,
+        "inputs_sha256": input_digests(params.target.name, options),
         "n": cfg.n_samples,
         "reference_seed": cfg.seed,
         "floor_repeats": cfg.floor_repeats,
         "method": params.method,
         "nfe": nfe,
     }
-
-
-def _sha256(path: Path) -> str:
-    with path.open("rb") as fh:
-        return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
 def best_budget(curve: list[dict[str, Any]]) -> dict[str, Any]:
@@ -208,13 +215,12 @@ CURVE_KEYS = (
     "ess",
     "weights_valid",
     "folded_fraction",
-    "sample_seconds",
 )
 
 
 def _training(checkpoint: Path) -> dict[str, float]:
-    """Iterations, wall time (training iterations only, summed over resumes) and the share of
-    simulated paths the LV loss dropped for a non-finite RND (0 for CDDS, which has none)."""
+    """Iterations and the share of simulated paths the LV loss dropped for a non-finite RND
+    (0 for CDDS, which has none)."""
     payload = load_checkpoint(checkpoint)
     config = json.loads(payload["metadata"]["config"])
     section = next(
@@ -223,7 +229,6 @@ def _training(checkpoint: Path) -> dict[str, float]:
     paths = int(payload["step"]) * int(section["optim"]["batch_size"])
     return {
         "iterations": int(payload["step"]),
-        "seconds": float(payload["train_seconds"]),
         "dropped_path_fraction": int(payload["dropped_paths"]) / paths if paths else 0.0,
     }
 

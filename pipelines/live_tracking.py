@@ -1,0 +1,108 @@
+"""Live MLflow logging of a training stage while it runs.
+
+`cds run` opens the pipeline's MLflow run before the first stage and hands its id to the stage
+processes in CDS_MLFLOW_PARENT_RUN. A training stage then logs into a nested run of its own
+(named after the stage): the loss curve (window means, about `CURVE_POINTS` points per run),
+the learning rate and skipped-iteration count, and each periodic evaluation as it is made,
+flushed in batches at least every `FLUSH_EVERY_S` seconds, so a long student stage can be
+watched in the MLflow UI. Without the variable (plain `dvc repro`) nothing is logged here;
+`cds stage register` logs the finished stages afterwards.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from cds.training import TrainingResult
+
+PARENT_RUN_ENV = "CDS_MLFLOW_PARENT_RUN"
+#: Tag marking a stage run that was logged live (its curve is not logged again afterwards).
+LIVE_TAG = "cds.live"
+FLUSH_EVERY_S = 10.0
+CURVE_POINTS = 1000
+
+
+def _numbers(record: dict[str, Any]) -> dict[str, float]:
+    return {
+        key: float(value)
+        for key, value in record.items()
+        if isinstance(value, int | float) and not isinstance(value, bool)
+    }
+
+
+class LiveRun:
+    """A `cds.training.TrainingMonitor` logging to one MLflow run in batches."""
+
+    def __init__(self, client: Any, run_id: str, iterations: int):
+        self.client = client
+        self.run_id = run_id
+        self.stride = max(1, iterations // CURVE_POINTS)
+        self.pending: list[Any] = []
+        self.window: list[float] = []
+        self.last_flush = time.monotonic()
+
+    def _metric(self, key: str, value: float, step: int) -> None:
+        from mlflow.entities import Metric
+
+        self.pending.append(Metric(key, value, int(time.time() * 1000), step))
+
+    def flush(self) -> None:
+        # log_batch takes at most 1000 metrics per call
+        for start in range(0, len(self.pending), 1000):
+            self.client.log_batch(self.run_id, metrics=self.pending[start : start + 1000])
+        self.pending = []
+        self.last_flush = time.monotonic()
+
+    def iteration(self, step: int, loss: float, lr: float, skipped: int) -> None:
+        if loss == loss and abs(loss) != float("inf"):  # finite losses make the curve
+            self.window.append(loss)
+        if step % self.stride == 0:
+            if self.window:
+                self._metric("loss", sum(self.window) / len(self.window), step)
+            self._metric("lr", lr, step)
+            self._metric("skipped", float(skipped), step)
+            self.window = []
+        if time.monotonic() - self.last_flush >= FLUSH_EVERY_S:
+            self.flush()
+
+    def evaluation(self, record: dict[str, Any]) -> None:
+        step = int(record["iteration"])
+        for key, value in _numbers(record).items():
+            if key != "iteration":
+                self._metric(f"eval.{key}", value, step)
+        self.flush()
+
+    def finished(self, result: TrainingResult) -> None:
+        self._metric("train_seconds", result.train_seconds, result.iterations)
+        self.flush()
+
+
+@contextmanager
+def stage_monitor(stage: str, iterations: int) -> Iterator[LiveRun | None]:
+    """A live run nested in the pipeline run named by CDS_MLFLOW_PARENT_RUN, ended FINISHED
+    or FAILED with the stage; None (and no MLflow import) when the variable is unset."""
+    parent = os.environ.get(PARENT_RUN_ENV)
+    if not parent:
+        yield None
+        return
+    import mlflow
+
+    client = mlflow.MlflowClient()
+    experiment = client.get_run(parent).info.experiment_id
+    run = client.create_run(
+        experiment,
+        run_name=stage,
+        tags={"mlflow.parentRunId": parent, "stage": stage, LIVE_TAG: "true"},
+    )
+    monitor = LiveRun(client, run.info.run_id, iterations)
+    status = "FAILED"
+    try:
+        yield monitor
+        status = "FINISHED"
+    finally:
+        monitor.flush()
+        client.set_terminated(run.info.run_id, status)

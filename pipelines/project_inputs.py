@@ -1,0 +1,87 @@
+"""The project's `inputs/` directory: the files a target reads that are not cds code.
+
+A user density module (`target.name: mydens:MyTarget`, found as `inputs/mydens.py`) and every
+data file named in `target.options` (e.g. `target.options.data: inputs/points.csv`) live there.
+dvc.yaml lists `inputs` as a dependency of every stage that builds the target, so editing the
+module or replacing a data file's contents makes those stages, and everything downstream, stale:
+DVC's own directory hashing, no extra bookkeeping. A file named in params outside `inputs/`
+would be invisible to DVC, so it is refused before anything runs. Paths in params are relative
+to the project directory; a symlink inside `inputs/` to a shared file is followed (its content
+is what DVC hashes).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from cds.config import Params
+
+INPUTS_DIR = "inputs"
+
+
+class UntrackedInputError(ValueError):
+    """A file named in params lies inside the project but outside `inputs/`."""
+
+
+def inputs_dir(root: Path) -> Path:
+    return root / INPUTS_DIR
+
+
+def use_project_inputs(root: Path) -> None:
+    """Make user target modules in `root/inputs` importable (first on sys.path, once)."""
+    directory = str(inputs_dir(root).resolve())
+    if directory not in sys.path:
+        sys.path.insert(0, directory)
+
+
+def _inside(path: Path, directory: Path) -> bool:
+    return Path(os.path.abspath(path)).is_relative_to(os.path.abspath(directory))
+
+
+def _named_paths(value: Any, field: str) -> Iterator[tuple[str, str]]:
+    """(field, string) for every string in an options tree, with its dotted field name."""
+    if isinstance(value, str):
+        yield field, value
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield from _named_paths(item, f"{field}.{key}")
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from _named_paths(item, f"{field}[{index}]")
+
+
+def check_tracked(params: Params, root: Path) -> None:
+    """Refuse (naming the field and value) a target module or data file that lies in the
+    project but outside `inputs/`, where DVC would not notice it change. Modules installed
+    elsewhere (site-packages) are code, tracked by their installed version, not by this
+    project."""
+    root = root.resolve()
+    inputs = inputs_dir(root)
+    name = params.target.name
+    if ":" in name:
+        use_project_inputs(root)
+        module = name.partition(":")[0]
+        try:
+            spec = importlib.util.find_spec(module)
+        except (ImportError, ValueError):
+            spec = None  # reported by the target loader, with the import error
+        origin = Path(spec.origin) if spec is not None and spec.origin else None
+        if origin is not None and _inside(origin, root) and not _inside(origin, inputs):
+            raise UntrackedInputError(
+                f"target.name = {name!r}: module {module!r} is {origin}, outside "
+                f"{INPUTS_DIR}/; move it to {inputs}/ so that DVC retrains when it changes"
+            )
+    for field, value in _named_paths(params.target.options, "target.options"):
+        if not value.strip():
+            continue
+        path = Path(value) if Path(value).is_absolute() else root / value
+        if path.exists() and not _inside(path, inputs):
+            raise UntrackedInputError(
+                f"{field} = {value!r}: files the target reads must be under {INPUTS_DIR}/ "
+                f"(DVC tracks that directory); move or symlink it into {inputs}/"
+            )
