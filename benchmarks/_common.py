@@ -38,6 +38,14 @@ def target_overrides(name: str) -> dict[str, Any]:
     return {**teacher_overrides(name), **CDDS_SETTINGS.get(name, {})}
 
 
+def train_seconds(cell_dir: Path, stage: str) -> float:
+    """Training wall time of a pipeline cell's stage ("teacher" or "student"), as the stage
+    recorded it (`pipelines.timings`); 0 for a teacher another sweep cell handed on."""
+    from pipelines.timings import read_timings
+
+    return float(read_timings(cell_dir, stage)["train_seconds"])
+
+
 def as_set_items(overrides: dict[str, Any]) -> list[str]:
     """Overrides as `--set` items (KEY=VALUE), the form `load_params` takes."""
     return [f"{key}={value}" for key, value in overrides.items()]

@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from _common import RESULTS, print_table, write_results
+from _common import RESULTS, print_table, train_seconds, write_results
 from matplotlib.figure import Figure
 from pyro.infer.mcmc import MCMC, NUTS
 
@@ -284,8 +284,8 @@ def logreg_rows() -> list[dict[str, Any]]:
         raise RuntimeError(f"cell {cell.id} failed: {results[0]['error']}")
     layout = Layout(directory / "cells" / cell.id)
     report = json.loads(layout.report.read_text())
-    training = report["training"]
-    teacher_s, student_s = training["teacher"]["seconds"], training["student"]["seconds"]
+    teacher_s = train_seconds(layout.root, "teacher")
+    student_s = train_seconds(layout.root, "student")
     rows = []
     for sampler, path, n_steps, nfe, total, metrics in (
         ("DIS-128", layout.teacher, None, 128, teacher_s, report["teacher"]),

@@ -15,8 +15,8 @@ Run:  .venv/bin/python benchmarks/cdds_quality.py [target ...] [--configs LABEL 
 (naming targets or configurations reruns only those and keeps the other rows of the results
 file; a rerun trains the same seeded teacher, so its rows stay comparable). Finished teachers are
 kept by fingerprint in --teacher-store (default runs/benchmarks/teachers, the layout of a sweep's
-teacher deposit), so a rerun reuses them; teacher_train_s is the training time recorded in the
-checkpoint.
+teacher deposit), so a rerun reuses them; teacher_train_s is the training time of this run
+(0 for a reused teacher).
 """
 
 from __future__ import annotations
@@ -149,7 +149,9 @@ def main(targets: list[str], configs: list[str], teacher_store: Path) -> None:
                 [f"target.name={name}", *as_set_items(teacher_overrides(name))],
             )
             with shared_teacher(Path(tmp) / "t.pt", teacher_store, teacher_fingerprint(tp)):
-                teacher_run = train_teacher(tp, target, Path(tmp) / "t.pt", progress=False)
+                teacher_run = train_teacher(
+                    tp, target, Path(tmp) / "t.pt", progress=False, reuse_finished=True
+                )
             teacher, _ = load_teacher(Path(tmp) / "t.pt")
             refs = {n: target.sample(n, torch.Generator().manual_seed(100 + n)) for n in sizes}
             teacher_val = {}

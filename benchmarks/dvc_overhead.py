@@ -7,7 +7,7 @@ On a project that has run (default: a new tiny working copy of this checkout, ru
 file added to `inputs/` and removed again, so nothing in the project is left changed.
 Median of `--repeats` runs each.
 
-Run:  .venv/bin/python benchmarks/dvc_overhead.py [--project PATH]
+Run:  .venv/bin/python benchmarks/dvc_overhead.py [--project PATH --label TEXT]
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from pathlib import Path
 from _common import print_table, write_results
 
 from cds.config import load_params
-from pipelines.dvc import dvc
+from pipelines.dvc import dvc, dvc_env
 from pipelines.workspace import create_workspace
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -41,7 +41,9 @@ TINY = [
 
 def timed(*command: str, cwd: Path) -> float:
     start = time.perf_counter()
-    done = subprocess.run(command, cwd=cwd, capture_output=True, text=True, check=False)
+    done = subprocess.run(
+        command, cwd=cwd, env=dvc_env(cwd), capture_output=True, text=True, check=False
+    )
     seconds = time.perf_counter() - start
     if done.returncode:
         raise RuntimeError(f"{' '.join(command)} failed: {done.stdout[-2000:]}{done.stderr}")
@@ -90,6 +92,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--project", type=Path)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--label", help="what the project is, for the results file")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         project = args.project
@@ -100,7 +103,7 @@ def main() -> None:
         rows = measure(project.resolve(), args.repeats)
     write_results(
         __file__,
-        {"project": "tiny working copy" if args.project is None else str(args.project),
+        {"project": args.label or ("tiny working copy" if args.project is None else "given"),
          "repeats": args.repeats, "rows": rows},
     )  # fmt: skip
     print_table(rows, ["what", "median_s", "note"])

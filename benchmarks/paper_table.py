@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from _common import previous_rows, target_overrides, write_results
+from _common import previous_rows, target_overrides, train_seconds, write_results
 
 from cds.config import ParamsError, load_params, read_yaml
 from cds.metrics import paper_sinkhorn
@@ -91,11 +91,11 @@ def _sampler_rows(cell_dir: Path, method: str) -> list[dict[str, Any]]:
     """The table rows one pipeline cell contributes, from its evaluation outputs."""
     layout = Layout(cell_dir)
     report = json.loads(layout.report.read_text())
-    training = report["training"]
     floor = report["floor"]["sinkhorn"]
     n = int(report["floor"]["n"])
     if method == "cdds":
-        teacher_s = training["teacher"]["seconds"]
+        teacher_s = train_seconds(cell_dir, "teacher")
+        student_s = train_seconds(cell_dir, "student")
         return [
             _row(
                 "DIS-128", report["teacher"], layout.teacher, None, n, floor, teacher_s, teacher_s
@@ -117,13 +117,13 @@ def _sampler_rows(cell_dir: Path, method: str) -> list[dict[str, Any]]:
                 1,
                 n,
                 floor,
-                training["student"]["seconds"],
-                teacher_s + training["student"]["seconds"],
+                student_s,
+                teacher_s + student_s,
             ),
         ]
     curve = json.loads(layout.budget_curve.read_text())["budget_curve"]
     best = best_budget(curve)  # chosen on the validation reference, reported on the test one
-    student_s = training["student"]["seconds"]
+    student_s = train_seconds(cell_dir, "student")
     return [
         _row("SCDS-1", report["student"], layout.student, 1, n, floor, student_s, student_s),
         _row("SCDS-best", best, layout.student, best["nfe"], n, floor, student_s, student_s),

@@ -79,14 +79,12 @@ def child(name: str, work: str, directory: Path) -> dict[str, float]:
     before = _current_rss_mib()
     if work == "teacher":
         result = train_teacher(params, target, teacher_path, progress=False, stop_after=1)
-        first = result.train_seconds
         result = train_teacher(params, target, teacher_path, progress=False)
-        seconds = (result.train_seconds - first) / (iterations - 1)
+        seconds = result.train_seconds / (iterations - 1)  # the resumed run's iterations
     elif work == "scds":
         result = train_scds(params, target, directory / "scds.pt", progress=False, stop_after=1)
-        first = result.train_seconds
         result = train_scds(params, target, directory / "scds.pt", progress=False)
-        seconds = (result.train_seconds - first) / (iterations - 1)
+        seconds = result.train_seconds / (iterations - 1)  # the resumed run's iterations
     elif work == "cdds":
         teacher, _ = load_teacher(teacher_path)
         cfg = params.cdds
@@ -102,9 +100,8 @@ def child(name: str, work: str, directory: Path) -> dict[str, float]:
         before = _current_rss_mib()
         kwargs = {"bank": bank, "progress": False}
         result = train_student(params, target, teacher, "t", student_path, stop_after=1, **kwargs)
-        first = result.train_seconds
         result = train_student(params, target, teacher, "t", student_path, **kwargs)
-        seconds = (result.train_seconds - first) / (iterations - 1)
+        seconds = result.train_seconds / (iterations - 1)  # the resumed run's iterations
     else:
         sampler = sampler_from_checkpoint(student_path)
         sampler.sample(1000)

@@ -24,7 +24,14 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from _common import TEACHER_BUDGET, previous_rows, print_table, target_overrides, write_results
+from _common import (
+    TEACHER_BUDGET,
+    previous_rows,
+    print_table,
+    target_overrides,
+    train_seconds,
+    write_results,
+)
 
 from cds.config import read_yaml
 from pipelines.layout import Layout
@@ -93,8 +100,8 @@ def run_target(name: str, label: str, extra: list[str], torch_threads: int) -> d
             {"K": p["nfe"], "sinkhorn": p["sinkhorn"], "ratio": p["sinkhorn"] / teacher}
             for p in curve
         ],
-        "train_s": report["training"]["student"]["seconds"],
-        "s_per_it": report["training"]["student"]["seconds"] / iterations,
+        "train_s": train_seconds(layout.root, "student"),
+        "s_per_it": train_seconds(layout.root, "student") / iterations,
     }
 
 

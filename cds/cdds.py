@@ -199,7 +199,8 @@ def train_student(
     monitor: TrainingMonitor | None = None,
     reuse_finished: bool = False,
 ) -> TrainingResult:
-    """Distil `teacher` into a consistency student (resumes from a matching checkpoint)."""
+    """Distil `teacher` into a consistency student (resumes an unfinished checkpoint of the
+    same fingerprint; a finished one only with `reuse_finished`; `monitor` watches the run)."""
     cfg = params.cdds
     schedule = make_schedule(params)
     torch.manual_seed(seeding.stream_seed(params.seed, seeding.INIT))

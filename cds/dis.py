@@ -139,7 +139,8 @@ def train_teacher(
     monitor: TrainingMonitor | None = None,
     reuse_finished: bool = False,
 ) -> TrainingResult:
-    """Train (or resume) the DIS teacher of `params` on `target`."""
+    """Train (or resume) the DIS teacher of `params` on `target` (`Trainer.try_resume` says
+    which checkpoints resume; `monitor` watches the run)."""
     teacher = params.teacher
     schedule = make_schedule(params)
     torch.manual_seed(seeding.stream_seed(params.seed, seeding.INIT))

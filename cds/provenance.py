@@ -34,6 +34,12 @@ def code_version() -> str:
     return digest.hexdigest()[:16]
 
 
+#: The directory of a project's own files (a user density module, data files), relative to the
+#: working directory; hashed whole, as DVC sees it (without byte code and its README).
+INPUTS_DIR = "inputs"
+NOT_INPUTS = ("__pycache__", ".pyc", "README.md")
+
+
 def _strings(value: Any) -> list[str]:
     if isinstance(value, str):
         return [value]
@@ -44,25 +50,45 @@ def _strings(value: Any) -> list[str]:
     return []
 
 
+def _module_file(name: str) -> Path | None:
+    """The source file of a user target's module (`module:Class`), without importing it."""
+    if ":" not in name:
+        return None
+    try:
+        spec = importlib.util.find_spec(name.partition(":")[0])
+    except Exception:  # a parent package failing to import: reported when the target loads
+        return None
+    if spec is None or not spec.origin or not Path(spec.origin).is_file():
+        return None
+    return Path(os.path.abspath(spec.origin))
+
+
+def _inputs_files(directory: Path) -> list[Path]:
+    return [
+        path
+        for path in sorted(directory.rglob("*"))
+        if path.is_file()
+        and not any(part == "__pycache__" for part in path.relative_to(directory).parts)
+        and path.suffix != ".pyc"
+        and path.relative_to(directory).as_posix() != "README.md"
+    ]
+
+
 def input_digests(name: str, options: dict[str, Any]) -> dict[str, str]:
-    """{file: sha256} of the module defining a user target (`module:Class`) and of every
-    existing file named in its options (paths relative to the working directory, as keys
-    too)."""
-    files: list[Path] = []
-    if ":" in name:
-        try:
-            spec = importlib.util.find_spec(name.partition(":")[0])
-        except (ImportError, ValueError):
-            spec = None
-        if spec is not None and spec.origin and Path(spec.origin).is_file():
-            files.append(Path(spec.origin))
+    """{file: sha256} of what the target reads besides cds: every file under `inputs/` (in a
+    project: its user modules and data, as DVC hashes them), a user module elsewhere under the
+    working directory, and every existing file its options name. Keys are relative to the
+    working directory where the file lies inside it, so they are the same in every clone.
+    Installed modules (site-packages) are code outside the project and are not included."""
+    cwd = Path(os.getcwd())
+    files = _inputs_files(cwd / INPUTS_DIR) if (cwd / INPUTS_DIR).is_dir() else []
+    module = _module_file(name)
+    if module is not None and module.is_relative_to(cwd):
+        files.append(module)
     files += [Path(s) for s in _strings(options) if s.strip() and Path(s).is_file()]
-    return {_display(path): _file_sha256(path) for path in files}
+    return {_display(path, cwd): _file_sha256(path) for path in files}
 
 
-def _display(path: Path) -> str:
-    """`path` relative to the working directory (the project, for stages) where it lies
-    inside it, so that records are the same in every clone; else absolute."""
-    absolute = Path(os.path.abspath(path))
-    cwd = Path.cwd()
+def _display(path: Path, cwd: Path) -> str:
+    absolute = Path(os.path.abspath(path))  # a symlink in inputs/ keeps its own name
     return absolute.relative_to(cwd).as_posix() if absolute.is_relative_to(cwd) else str(absolute)

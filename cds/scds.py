@@ -159,7 +159,8 @@ def train_scds(
     monitor: TrainingMonitor | None = None,
     reuse_finished: bool = False,
 ) -> TrainingResult:
-    """Train (or resume) SCDS from scratch; no teacher needed."""
+    """Train (or resume) SCDS from scratch; no teacher needed (`Trainer.try_resume` says
+    which checkpoints resume; `monitor` watches the run)."""
     cfg = params.scds
     schedule = make_schedule(params)
     torch.manual_seed(seeding.stream_seed(params.seed, seeding.INIT))

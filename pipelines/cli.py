@@ -102,11 +102,11 @@ def run(
 ) -> None:
     """Run the `retrain` flow: every stage through DVC, then MLflow logging and registration.
 
-    With --set, the overrides are written to params.yaml (as `dvc exp run --set-param` does)
-    and the run is saved as a DVC experiment (`dvc exp show`). Everything checkable (params,
-    the target and its data, the model name) is checked before anything is written; the
-    whole run holds the project's lock, so a second run is refused (exit 75, naming the
-    holder) or waits `--wait` seconds, and changes nothing."""
+    With --set or --params, the resulting params are written to params.yaml (as `dvc exp run
+    --set-param` does) and the run is saved as a DVC experiment (`dvc exp show`).
+    Everything checkable (params, the target and its data, the model name) is checked before
+    anything is written; the whole run holds the project's lock, so a second run is refused
+    (exit 75, naming the holder) or waits `--wait` seconds, and changes nothing."""
     project = project.resolve()
     if not (project / "dvc.yaml").is_file():
         _fail(f"{project} has no dvc.yaml: run from the cds project directory or pass --project")
@@ -134,7 +134,7 @@ def run(
                     _fail(str(err))
             _write_params(project, validated)
             summary = retrain(str(project))
-            if set_:
+            if set_ or params is not None:  # params other than the committed ones
                 summary["experiment"] = save_experiment(project)
     except ProjectBusyError as err:
         _fail(str(err), code=EXIT_TRANSIENT)
@@ -214,7 +214,7 @@ def _print_summary(project: Path, summary: dict[str, Any]) -> None:
         f"\nsample:    cds sample --model models:/{summary['model']}@champion -n 1000 --seed 0 "
         "--out samples.npy"
     )
-    if "experiment" in summary:
+    if summary.get("experiment"):
         typer.echo(f"experiment: {summary['experiment']}   (dvc exp show)")
 
 

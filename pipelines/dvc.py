@@ -15,9 +15,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
-
-import yaml
+from typing import IO
 
 #: Exit status our CLI uses for failures worth retrying (EX_TEMPFAIL).
 EXIT_TRANSIENT = 75
@@ -113,18 +111,6 @@ def repro_stage(
     # a run-cache hit or outputs pulled from a remote leave that line out.
     status = "ran" if f"Running stage '{stage}'" in output else "cached"
     return StageRun(stage, status, seconds, tail)
-
-
-def lock_hashes(root: Path) -> dict[str, dict[str, str]]:
-    """{stage: {output path: md5}} from dvc.lock (empty when there is none yet)."""
-    lock = root / "dvc.lock"
-    if not lock.is_file():
-        return {}
-    stages: dict[str, Any] = (yaml.safe_load(lock.read_text()) or {}).get("stages", {})
-    return {
-        name: {out["path"]: out.get("md5", "") for out in stage.get("outs", [])}
-        for name, stage in stages.items()
-    }
 
 
 def is_clean(root: Path) -> bool:

@@ -83,6 +83,19 @@ def register(
     return summary
 
 
+@task(
+    name="open-run",
+    retries=RETRIES,
+    retry_delay_seconds=RETRY_DELAY_S,
+    retry_condition_fn=is_transient,
+    cache_policy=None,
+)
+def open_run(project: str, tags: dict[str, str]) -> str:
+    """The pipeline's MLflow run, opened before the stages so that they log into it live."""
+    layout = Layout(Path(project))
+    return start_pipeline_run(load_params(layout.params), layout, tags)
+
+
 @flow(name="retrain", log_prints=True)
 def retrain(
     project: str = ".", tags: dict[str, str] | None = None, echo: bool = True
@@ -93,7 +106,7 @@ def retrain(
     with project_lock(layout.root):
         params = load_params(layout.params)  # the whole file, before any stage runs
         write_complete_params(layout.params, params)
-        run_id = start_pipeline_run(params, layout, tags)
+        run_id = open_run(str(layout.root), tags or {})
         try:
             statuses = {
                 stage: run_stage(str(layout.root), stage, echo, run_id) for stage in STAGES

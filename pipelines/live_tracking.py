@@ -7,10 +7,14 @@ the learning rate and skipped-iteration count, and each periodic evaluation as i
 flushed in batches at least every `FLUSH_EVERY_S` seconds, so a long student stage can be
 watched in the MLflow UI. Without the variable (plain `dvc repro`) nothing is logged here;
 `cds stage register` logs the finished stages afterwards.
+
+Logging is best effort: an MLflow failure (a busy SQLite store, a server away) is reported once
+as a warning and ends the live logging, never the training.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from collections.abc import Iterator
@@ -18,6 +22,8 @@ from contextlib import contextmanager
 from typing import Any
 
 from cds.training import TrainingResult
+
+log = logging.getLogger(__name__)
 
 PARENT_RUN_ENV = "CDS_MLFLOW_PARENT_RUN"
 #: Tag marking a stage run that was logged live (its curve is not logged again afterwards).
@@ -44,6 +50,7 @@ class LiveRun:
         self.pending: list[Any] = []
         self.window: list[float] = []
         self.last_flush = time.monotonic()
+        self.failed = False
 
     def _metric(self, key: str, value: float, step: int) -> None:
         from mlflow.entities import Metric
@@ -51,11 +58,16 @@ class LiveRun:
         self.pending.append(Metric(key, value, int(time.time() * 1000), step))
 
     def flush(self) -> None:
-        # log_batch takes at most 1000 metrics per call
-        for start in range(0, len(self.pending), 1000):
-            self.client.log_batch(self.run_id, metrics=self.pending[start : start + 1000])
-        self.pending = []
+        pending, self.pending = self.pending, []
         self.last_flush = time.monotonic()
+        if self.failed:
+            return
+        try:
+            for start in range(0, len(pending), 1000):  # log_batch takes at most 1000
+                self.client.log_batch(self.run_id, metrics=pending[start : start + 1000])
+        except Exception as err:
+            self.failed = True
+            log.warning("live MLflow logging stopped (training goes on): %s", err)
 
     def iteration(self, step: int, loss: float, lr: float, skipped: int) -> None:
         if loss == loss and abs(loss) != float("inf"):  # finite losses make the curve
@@ -92,12 +104,17 @@ def stage_monitor(stage: str, iterations: int) -> Iterator[LiveRun | None]:
     import mlflow
 
     client = mlflow.MlflowClient()
-    experiment = client.get_run(parent).info.experiment_id
-    run = client.create_run(
-        experiment,
-        run_name=stage,
-        tags={"mlflow.parentRunId": parent, "stage": stage, LIVE_TAG: "true"},
-    )
+    try:
+        experiment = client.get_run(parent).info.experiment_id
+        run = client.create_run(
+            experiment,
+            run_name=stage,
+            tags={"mlflow.parentRunId": parent, "stage": stage, LIVE_TAG: "true"},
+        )
+    except Exception as err:
+        log.warning("no live MLflow logging for this stage: %s", err)
+        yield None
+        return
     monitor = LiveRun(client, run.info.run_id, iterations)
     status = "FAILED"
     try:
@@ -105,4 +122,7 @@ def stage_monitor(stage: str, iterations: int) -> Iterator[LiveRun | None]:
         status = "FINISHED"
     finally:
         monitor.flush()
-        client.set_terminated(run.info.run_id, status)
+        try:
+            client.set_terminated(run.info.run_id, status)
+        except Exception as err:
+            log.warning("could not mark the live MLflow run %s: %s", status, err)

@@ -20,12 +20,12 @@ from pathlib import Path
 from typing import Any
 
 from cds.config import Params
-
-INPUTS_DIR = "inputs"
+from cds.provenance import INPUTS_DIR
 
 
 class UntrackedInputError(ValueError):
-    """A file named in params lies inside the project but outside `inputs/`."""
+    """A file named in params lies outside `inputs/`, or a user module inside the project
+    but outside `inputs/`."""
 
 
 def inputs_dir(root: Path) -> Path:
@@ -56,10 +56,10 @@ def _named_paths(value: Any, field: str) -> Iterator[tuple[str, str]]:
 
 
 def check_tracked(params: Params, root: Path) -> None:
-    """Refuse (naming the field and value) a target module or data file that lies in the
-    project but outside `inputs/`, where DVC would not notice it change. Modules installed
-    elsewhere (site-packages) are code, tracked by their installed version, not by this
-    project."""
+    """Refuse (naming the field and value) a data file named in `target.options` outside
+    `inputs/`, and a user module in the project but outside `inputs/`: DVC would not notice
+    them change. Modules installed elsewhere (site-packages) are code outside the project,
+    not tracked by it."""
     root = root.resolve()
     inputs = inputs_dir(root)
     name = params.target.name
@@ -68,8 +68,8 @@ def check_tracked(params: Params, root: Path) -> None:
         module = name.partition(":")[0]
         try:
             spec = importlib.util.find_spec(module)
-        except (ImportError, ValueError):
-            spec = None  # reported by the target loader, with the import error
+        except Exception:  # reported by the target loader, with the import error
+            spec = None
         origin = Path(spec.origin) if spec is not None and spec.origin else None
         if origin is not None and _inside(origin, root) and not _inside(origin, inputs):
             raise UntrackedInputError(
@@ -80,7 +80,7 @@ def check_tracked(params: Params, root: Path) -> None:
         if not value.strip():
             continue
         path = Path(value) if Path(value).is_absolute() else root / value
-        if path.exists() and not _inside(path, inputs):
+        if path.is_file() and not _inside(path, inputs):
             raise UntrackedInputError(
                 f"{field} = {value!r}: files the target reads must be under {INPUTS_DIR}/ "
                 f"(DVC tracks that directory); move or symlink it into {inputs}/"

@@ -61,8 +61,10 @@ NONFINITE = (
 TAGGED = (*EVIDENCE, *NONFINITE, "sinkhorn", "sinkhorn_vs_teacher", "nfe")
 #: Prefix of the protocol tags.
 PROTOCOL_TAG = "protocol."
-#: Protocol fields that record the content of the target's files (data_sha256: older cds).
-INPUT_FIELDS = (PROTOCOL_TAG + "inputs_sha256", PROTOCOL_TAG + "data_sha256")
+#: The protocol field that records the content of the target's files.
+INPUTS_FIELD = PROTOCOL_TAG + "inputs_sha256"
+#: Its name in versions registered by older cds (data files only, keyed by option name).
+LEGACY_INPUTS_FIELD = PROTOCOL_TAG + "data_sha256"
 #: Distributions a consumer of the pyfunc model needs (the cds package itself ships with it).
 CONSUMER_REQUIREMENTS = (
     "mlflow-skinny",
@@ -100,8 +102,18 @@ def model_name(registry: RegistryParams, target_name: str) -> str:
     return "cds-" + re.sub(r"[^A-Za-z0-9_.-]+", "-", target_name).strip("-")
 
 
+def _current(protocol: dict[str, str]) -> dict[str, str]:
+    """A protocol with an older version's `data_sha256` read as `inputs_sha256` (the same
+    "{}" where the target reads no files)."""
+    if LEGACY_INPUTS_FIELD not in protocol or INPUTS_FIELD in protocol:
+        return protocol
+    renamed = {k: v for k, v in protocol.items() if k != LEGACY_INPUTS_FIELD}
+    return {**renamed, INPUTS_FIELD: protocol[LEGACY_INPUTS_FIELD]}
+
+
 def protocol_mismatch(candidate: dict[str, str], champion: dict[str, str]) -> list[str]:
     """The protocol fields on which two versions differ ("field: champion → candidate")."""
+    candidate, champion = _current(candidate), _current(champion)
     return [
         f"{key}: {champion.get(key)!r} → {candidate.get(key)!r}"
         for key in sorted(set(candidate) | set(champion))
@@ -214,7 +226,7 @@ def gate(
         return True, "first version"
     if protocols is not None:
         differences = protocol_mismatch(*protocols)
-        if differences and all(d.partition(":")[0] in INPUT_FIELDS for d in differences):
+        if differences and all(d.partition(":")[0] == INPUTS_FIELD for d in differences):
             passed, reason = gate(candidate, None, registry)
             return passed, f"the target's inputs changed since the champion: {reason} for them"
         if differences:

@@ -1,9 +1,11 @@
 """One teacher per sweep for cells that need the same one.
 
 The CDDS and the SCDS cell of a seed (and cells whose overrides touch only the student) need the
-same DIS teacher: its fingerprint covers seed, target, SDE and teacher params, and nothing the
-method changes. Each cell runs in its own working copy, and DVC's run-cache does not restore a
-`persist` output, so without help every such cell would train the teacher again.
+same DIS teacher: its fingerprint covers seed, target, SDE and teacher params, the code version
+and the target's input files, and nothing the method changes. Each cell runs in its own working
+copy, and DVC's run-cache does not restore a `persist` output, so without help every such cell
+would train the teacher again. The teacher stage itself shares (a sweep names the store in
+CDS_SHARED_TEACHERS), so the fingerprint is computed where the stage runs.
 """
 
 from __future__ import annotations
@@ -36,11 +38,11 @@ def _copy_atomic(source: Path, dest: Path) -> None:
 
 @contextmanager
 def shared_teacher(checkpoint: Path, store: Path, fingerprint: str) -> Iterator[None]:
-    """Around a cell's teacher stage: cells with the same teacher `fingerprint` take turns
-    (a file lock in `store`). The first trains as usual and, once its stage succeeded, deposits
-    the finished checkpoint in `store`; each later one finds it there and starts its stage from
-    a copy, which the trainer hands on as finished (the sweep sets the teacher stage's
-    REUSE_FINISHED_ENV to the fingerprint), so the stage only rewrites its log."""
+    """Around a cell's teacher training: cells with the same teacher `fingerprint` take turns
+    (a file lock in `store`). The first trains as usual and, once it succeeded, deposits the
+    finished checkpoint in `store`; each later one finds it there and starts from a copy, which
+    its dvc.lock does not record, so the trainer hands it on as finished and only the log is
+    rewritten (`pipelines.stages.common.recorded_by_dvc`)."""
     store.mkdir(parents=True, exist_ok=True)
     deposit = store / f"{fingerprint}.pt"
     with FileLock(store / f"{fingerprint}.lock"):  # nobody else touches the deposit meanwhile

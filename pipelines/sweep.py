@@ -18,7 +18,6 @@ import json
 import os
 import re
 import time
-from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -28,15 +27,13 @@ from prefect import flow, get_run_logger, task
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from cds.config import ParamsError, load_params, read_yaml
-from cds.dis import teacher_fingerprint
 from pipelines.dvc import TRANSIENT_MARKERS, dvc, repro_stage
 from pipelines.io import write_json_atomic, write_text_atomic
 from pipelines.layout import STAGES, Layout
 from pipelines.params_file import write_complete_params
 from pipelines.publish import publish
-from pipelines.shared_teacher import shared_teacher
-from pipelines.stages.teacher import REUSE_FINISHED_ENV
-from pipelines.workspace import create_workspace
+from pipelines.stages.teacher import SHARED_TEACHERS_ENV
+from pipelines.workspace import create_workspace, sync_inputs
 
 #: Attempts at logging a cell to MLflow when the store is busy.
 PUBLISH_ATTEMPTS = 4
@@ -129,7 +126,8 @@ class CellResult:
 
 
 def _workspace(cell: Cell, settings: SweepSettings) -> Path:
-    """The cell's working copy: created on first use, its params refreshed on later runs."""
+    """The cell's working copy: created on first use, its params and inputs refreshed on
+    later runs (new data in the project's inputs/ reaches every cell)."""
     project = Path(settings.project)
     params = load_params(
         project / settings.base if settings.base else project / "params.yaml",
@@ -139,6 +137,7 @@ def _workspace(cell: Cell, settings: SweepSettings) -> Path:
     root = Path(settings.directory) / "cells" / cell.id
     if (root / ".dvc").is_dir():
         write_complete_params(root / "params.yaml", params)
+        sync_inputs(project, root)
         return root
     root = create_workspace(project, root, params, shared_cache=project / ".dvc" / "cache")
     if settings.dvc_remote:
@@ -182,14 +181,10 @@ def run_cell(cell: Cell, settings: SweepSettings) -> dict[str, Any]:
     try:
         root = _workspace(cell, settings)
         pull = settings.dvc_remote is not None
-        fingerprint = teacher_fingerprint(load_params(root / "params.yaml"))
-        teacher = shared_teacher(
-            Layout(root).teacher, Path(settings.directory) / "teachers", fingerprint
-        )
+        shared = {SHARED_TEACHERS_ENV: str(Path(settings.directory).resolve() / "teachers")}
         for stage in STAGES:
-            with teacher if stage == "teacher" else nullcontext():
-                stage_env = {**env, REUSE_FINISHED_ENV: fingerprint} if stage == "teacher" else env
-                result.stages[stage] = repro_stage(root, stage, False, pull, stage_env).status
+            stage_env = {**env, **shared} if stage == "teacher" else env
+            result.stages[stage] = repro_stage(root, stage, False, pull, stage_env).status
         result.trained = any(s == "ran" for k, s in result.stages.items() if k != "evaluate")
         if pull:
             code, output = dvc(root, "push", echo=False)

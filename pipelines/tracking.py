@@ -10,11 +10,12 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 from cds.config import Params
-from pipelines.dvc import lock_hashes
+from pipelines.dvc_lock import lock_hashes
 from pipelines.layout import STAGES, Layout
 from pipelines.timings import read_timings
 
@@ -147,10 +148,13 @@ def start_pipeline_run(
 
 
 def end_failed_run(run_id: str) -> None:
-    """Mark a pipeline run whose stages failed."""
+    """Mark a pipeline run whose stages failed (best effort: the stage's error is the news)."""
     import mlflow
 
-    mlflow.MlflowClient().set_terminated(run_id, "FAILED")
+    try:
+        mlflow.MlflowClient().set_terminated(run_id, "FAILED")
+    except Exception as err:
+        print(f"could not mark MLflow run {run_id} FAILED: {err}", file=sys.stderr)
 
 
 def _stage_run(experiment: str, parent: str, stage: str) -> str | None:
@@ -181,7 +185,11 @@ def log_pipeline_run(
     raw = params.model_dump()
     hashes = lock_hashes(layout.root)
     metrics = json.loads(layout.metrics.read_text())
-    timings = {stage: read_timings(layout.root, stage) for stage in STAGES}
+    # wall times of the stages this run executed (a cached stage's file is another run's)
+    timings = {
+        stage: read_timings(layout.root, stage) if statuses.get(stage) == "ran" else {}
+        for stage in STAGES
+    }
     exp = experiment_id(params.registry.experiment)
     mlflow.set_experiment(experiment_id=exp)  # nested runs inherit the active experiment
     run_tags = {**_run_tags(params, layout, tags), "weights_valid": str(metrics["weights_valid"])}

@@ -34,6 +34,19 @@ def _git(root: Path, *args: str) -> None:
     )
 
 
+def sync_inputs(source: Path, dest: Path) -> None:
+    """Make `dest/inputs` a copy of `source/inputs` as it is now (links followed: a copy holds
+    the content a link points to), or an empty inputs directory where the source has none."""
+    shutil.rmtree(dest / "inputs", ignore_errors=True)
+    if (source / "inputs").is_dir():
+        shutil.copytree(
+            source / "inputs", dest / "inputs", ignore=shutil.ignore_patterns("__pycache__")
+        )
+    else:
+        (dest / "inputs").mkdir(parents=True)
+        (dest / "inputs" / "README.md").write_text("Files the target reads (see dvc.yaml).\n")
+
+
 def create_workspace(
     source: Path, dest: Path, params: Params, shared_cache: Path | None = None
 ) -> Path:
@@ -46,16 +59,7 @@ def create_workspace(
         if (source / name).is_file():
             (dest / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(source / name, dest / name)
-    if (source / "inputs").is_dir():
-        shutil.copytree(
-            source / "inputs",
-            dest / "inputs",
-            symlinks=True,
-            ignore=shutil.ignore_patterns("__pycache__"),
-        )
-    else:
-        (dest / "inputs").mkdir()
-        (dest / "inputs" / "README.md").write_text("Files the target reads (see dvc.yaml).\n")
+    sync_inputs(source, dest)
     for package in CODE_PACKAGES:
         (dest / package.__name__).symlink_to(Path(package.__file__).resolve().parent)
     write_complete_params(dest / "params.yaml", params)

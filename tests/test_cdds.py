@@ -157,6 +157,7 @@ def test_one_step_is_log_z_is_exact_for_an_affine_transport():
     assert torch.all(sign > 0)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("loss", "iterations", "limit"),
     # measured 1.13 → 0.45 (MSE, 400 iterations) and → 0.55 (pseudo-Huber, 1200: its gradient

@@ -16,6 +16,8 @@ import yaml
 
 from pipelines.layout import STAGES
 
+pytestmark = pytest.mark.slow  # real pipelines: run by CI, not in the edit-test loop
+
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("cds", "pipelines")
 

@@ -9,11 +9,14 @@ import re
 import subprocess
 from pathlib import Path
 
+import pytest
 import yaml
 
 from cds.config import Params
 from pipelines.dvc import dvc, is_clean
 from pipelines.layout import STAGES, Layout
+
+pytestmark = pytest.mark.slow  # real pipelines: run by CI, not in the edit-test loop
 
 PROJECT = Path(__file__).resolve().parents[1]
 

@@ -15,10 +15,13 @@ from pathlib import Path
 import mlflow
 import pytest
 
-from pipelines.dvc import StageFailedError, TransientStageError, dvc, is_clean, lock_hashes
+from pipelines.dvc import StageFailedError, TransientStageError, dvc, is_clean
+from pipelines.dvc_lock import lock_hashes
 from pipelines.flows import is_transient, retrain
 from pipelines.layout import STAGES, Layout
 from tests.conftest import make_project
+
+pytestmark = pytest.mark.slow  # real pipelines: run by CI, not in the edit-test loop
 
 
 @pytest.fixture(scope="module")

@@ -117,6 +117,12 @@ def test_new_inputs_are_judged_on_their_own():
     broken = {**CHAMP, "sinkhorn_ratio": float("nan")}
     assert not gate(broken, CHAMP, TOL, (new, old))[0]  # the absolute checks still apply
     assert not gate(worse, CHAMP, TOL, ({**new, "protocol.n": "500"}, old))[0]
+    # a champion of an older cds recorded its data files as data_sha256: no files on either
+    # side is no change, and the candidate is compared as usual
+    legacy = {**PROTOCOL, "protocol.data_sha256": "{}"}
+    current = {**PROTOCOL, "protocol.inputs_sha256": "{}"}
+    ok, reason = gate(worse, CHAMP, TOL, (current, legacy))
+    assert not ok and "inputs changed" not in reason
 
 
 def test_tolerances_that_switch_the_gate_off_are_refused():
@@ -157,6 +163,7 @@ CONSUMER = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_register_gate_and_load_champion_in_another_process(trained_copy):
     layout = Layout(trained_copy)
     params = load_params(layout.params)

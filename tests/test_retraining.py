@@ -25,9 +25,13 @@ import pytest
 
 from cds.checkpoints import load_checkpoint
 from pipelines.dvc import dvc, is_clean
+from pipelines.dvc_lock import lock_hashes
 from pipelines.flows import retrain
 from pipelines.layout import STAGES, Layout
+from pipelines.timings import read_timings
 from tests.conftest import make_project
+
+pytestmark = pytest.mark.slow  # real pipelines: run by CI, not in the edit-test loop
 
 DENSITY = '''"""N(m, I) in two dimensions, its mean m read from a CSV line "m1,m2"."""
 import math
@@ -117,6 +121,33 @@ def test_first_scheduled_run_trains_everything_and_logs_live(project):
     assert teacher.info.status == "FINISHED"
 
 
+def test_live_logging_thins_the_curve_and_marks_failed_stages(project):
+    """A 5000-iteration stage logs its loss every 5th iteration (window means), in batches;
+    a stage that raises ends its live run FAILED."""
+    from pipelines.live_tracking import PARENT_RUN_ENV, LiveRun, stage_monitor
+
+    client = mlflow.MlflowClient()
+    parent = client.create_run(client.get_experiment_by_name("cds").experiment_id)
+    run = client.create_run(parent.info.experiment_id)
+    live = LiveRun(client, run.info.run_id, iterations=5000)
+    for step in range(1, 5001):
+        live.iteration(step, float(step % 5), 0.1, 0)
+    live.flush()
+    curve = client.get_metric_history(run.info.run_id, "loss")
+    assert len(curve) == 1000 and {m.value for m in curve} == {2.0}  # mean of 1, 2, 3, 4, 0
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv(PARENT_RUN_ENV, parent.info.run_id)
+        with pytest.raises(RuntimeError), stage_monitor("teacher", 10) as monitor:
+            monitor.iteration(1, 0.5, 0.1, 0)
+            raise RuntimeError("a stage failing")
+    (failed,) = mlflow.search_runs(
+        [parent.info.experiment_id],
+        filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'",
+        output_format="list",
+    )
+    assert failed.info.status == "FAILED" and failed.data.metrics["loss"] == 0.5
+
+
 def test_unchanged_rerun_does_nothing(project):
     start = time.perf_counter()
     code, out = dvc(project, "repro", echo=False)
@@ -194,8 +225,16 @@ def test_run_with_overrides_is_a_dvc_experiment(project, prefect_api):
     assert params["evaluation"]["floor_repeats"] == 2
 
 
-def test_forced_teacher_stage_trains_again_with_the_new_code(project):
+def test_forced_teacher_stage_trains_again(project):
+    """`dvc repro -f teacher` with nothing changed trains again (the finished checkpoint DVC
+    recorded is not handed back), to the same bytes; after a code change, with the new code."""
     layout = Layout(project)
+    lock_before = lock_hashes(project)
+    code, out = dvc(project, "repro", "-f", "--single-item", "teacher", echo=False)
+    assert code == 0 and "training again from scratch" in out, out
+    assert read_timings(project, "teacher")["train_seconds"] > 0
+    assert lock_hashes(project) == lock_before and stale(project) == set()
+
     before = json.loads(load_checkpoint(layout.teacher)["metadata"]["config"])
     edited(project / "cds" / "losses.py", "\n# a new version of the code\n")
     code, out = dvc(project, "repro", "-f", "--single-item", "teacher", echo=False)

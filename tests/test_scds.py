@@ -170,6 +170,7 @@ def test_exact_logdet_flow_weights_match_a_linear_flow():
         torch.testing.assert_close(log_w, closed, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_short_training_on_gmm9_improves_one_step_sampler(tmp_path):
     """300 iterations (batch 256, N = 32) at the default SCDS settings: the one-step Sinkhorn
     at n = 1000 falls by > 85% relative to the untrained network (measured: 92%; the paper's

@@ -42,6 +42,7 @@ def test_schedule_respects_T():
     assert float(s.drift_divergence_increments(grid, 1).sum()) == pytest.approx(float(expected))
 
 
+@pytest.mark.slow
 def test_noising_marginal_matches_simulated_ou():
     """Simulate the noising SDE from a point mass; compare mean and variance with α(τ)."""
     s = VPSchedule()

@@ -20,6 +20,7 @@ from pipelines.timings import read_timings
 from tests.conftest import make_project
 
 
+@pytest.mark.slow
 def test_scds_pipeline_needs_no_fragments_and_traces_its_budget_curve(tmp_path):
     root = make_project(tmp_path / "p", "method=scds")
     layout, params = Layout(root), load_params(root / "params.yaml")

@@ -37,6 +37,7 @@ def _by_cell(rows):
     return {row["cell"]: row for row in rows}
 
 
+@pytest.mark.slow
 def test_dask_grid_equals_sequential_then_rerun_trains_nothing(tmp_path, prefect_api):
     project = make_project(tmp_path / "project")
     store = f"sqlite:///{tmp_path / 'mlflow.db'}"
@@ -82,6 +83,7 @@ def test_dask_grid_equals_sequential_then_rerun_trains_nothing(tmp_path, prefect
         assert bad["status"] == "failed" and "unknown target 'nosuch'" in bad["error"]
 
 
+@pytest.mark.slow
 def test_cells_share_results_through_a_dvc_remote(tmp_path, prefect_api):
     """A cell pushes to the remote; on a machine without the cache (simulated by deleting it
     and the outputs) the re-run pulls instead of training."""
@@ -102,6 +104,7 @@ def test_cells_share_results_through_a_dvc_remote(tmp_path, prefect_api):
     assert rows[0]["status"] == "ok" and not rows[0]["trained"], rows[0]["stages"]
 
 
+@pytest.mark.slow
 def test_the_methods_of_one_seed_share_one_teacher(tmp_path, prefect_api):
     """The SCDS cell starts from the CDDS cell's finished teacher instead of training its own:
     the same checkpoint, log and teacher metrics, and no training time of its own."""

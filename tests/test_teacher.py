@@ -153,6 +153,7 @@ def test_ema_decay_matches_spec():
     assert ema_decay(10**9) == 0.9999
 
 
+@pytest.mark.slow
 def test_short_training_on_gmm9_improves_sinkhorn(tmp_path):
     """200 iterations at batch 256: the Sinkhorn at n = 1000 drops below 0.25 (floor ≈ 0.155,
     untrained ≈ 0.5) and the LV loss falls (measured: mean of the last 20 iterations 0.70× the

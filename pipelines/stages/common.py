@@ -13,6 +13,7 @@ from pathlib import Path
 
 from cds import seeding
 from cds.config import Params
+from cds.provenance import input_digests
 from cds.targets import StandardNormalPrior, Target, check_density, get_target
 from pipelines.layout import Layout
 from pipelines.project_inputs import check_tracked, use_project_inputs
@@ -55,11 +56,22 @@ def probed_target(params: Params, root: Path) -> Target:
 
 
 def checked_target(params: Params, layout: Layout) -> Target:
-    """The target of `params`, after checking the target stage ran for these params."""
+    """The target of `params`, after checking the target stage ran for these params and for
+    the current content of the target's files."""
     manifest = json.loads(require(layout.manifest, "target").read_text())
     if manifest["params"] != params.target.model_dump():
         raise StageInputError(
             f"{layout.manifest} was written for target {manifest['params']}, "
             f"but params say {params.target.model_dump()}: run `cds stage target` again"
         )
-    return build_target(params, layout.root)
+    target = build_target(params, layout.root)
+    changed = sorted(
+        set(manifest.get("inputs_sha256", {}).items())
+        ^ set(input_digests(params.target.name, params.target.options).items())
+    )
+    if changed:
+        raise StageInputError(
+            f"the target's files changed since `cds stage target` ran "
+            f"({', '.join(sorted({name for name, _ in changed}))}): run it again"
+        )
+    return target

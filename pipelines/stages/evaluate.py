@@ -4,7 +4,7 @@ trace the student's quality-vs-NFE budget curve (Sinkhorn, |Δlog Z| and ESS per
 chosen on the validation reference, reported on the test reference), and write
 data/eval/metrics.json (headline numbers, what `dvc metrics` shows and the gate reads),
 report.json (every metric of student, teacher and floor), budget_curve.json and PNG plots.
-Wall times (sampling, training) go to `.cds/timings/evaluate.json` and MLflow, not to these
+Wall times (sampling, the Sinkhorn) go to `.cds/timings/evaluate.json` and MLflow, not to these
 outputs, so that they are the same bytes on any machine that computes the same results."""
 
 from __future__ import annotations

@@ -8,6 +8,7 @@ from typing import Any
 
 from cds import seeding
 from cds.config import Params
+from cds.provenance import input_digests
 from pipelines.io import save_npy_atomic, write_json_atomic
 from pipelines.layout import Layout
 from pipelines.stages.common import probed_target
@@ -22,6 +23,7 @@ def run(params: Params, layout: Layout, progress: bool = True) -> dict[str, Any]
         **target.describe(),
         "n_modes": target.n_modes,
         "params": params.target.model_dump(),
+        "inputs_sha256": input_digests(params.target.name, params.target.options),
         "reference": None,
     }
     if target.has_exact_samples:
