@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import platform
 import time
 from collections.abc import Callable
@@ -40,10 +41,12 @@ def target_overrides(name: str) -> dict[str, Any]:
 
 def train_seconds(cell_dir: Path, stage: str) -> float:
     """Training wall time of a pipeline cell's stage ("teacher" or "student"), as the stage
-    recorded it (`pipelines.timings`); 0 for a teacher another sweep cell handed on."""
+    recorded it (`pipelines.timings`): for a teacher another sweep cell handed on, that cell's
+    time; NaN where the cell has no record (outputs pulled from a DVC remote)."""
     from pipelines.timings import read_timings
 
-    return float(read_timings(cell_dir, stage)["train_seconds"])
+    seconds = read_timings(cell_dir, stage)
+    return float(seconds.get("shared_train_seconds", seconds.get("train_seconds", math.nan)))
 
 
 def as_set_items(overrides: dict[str, Any]) -> list[str]:

@@ -9,6 +9,8 @@ import functools
 import hashlib
 import importlib.util
 import os
+import sys
+import sysconfig
 from pathlib import Path
 from typing import Any
 
@@ -34,10 +36,9 @@ def code_version() -> str:
     return digest.hexdigest()[:16]
 
 
-#: The directory of a project's own files (a user density module, data files), relative to the
-#: working directory; hashed whole, as DVC sees it (without byte code and its README).
+#: The directory of a project's own files (user density modules, data files), relative to the
+#: working directory.
 INPUTS_DIR = "inputs"
-NOT_INPUTS = ("__pycache__", ".pyc", "README.md")
 
 
 def _strings(value: Any) -> list[str]:
@@ -50,8 +51,19 @@ def _strings(value: Any) -> list[str]:
     return []
 
 
-def _module_file(name: str) -> Path | None:
-    """The source file of a user target's module (`module:Class`), without importing it."""
+def installed(path: Path) -> bool:
+    """Whether `path` lies in this interpreter's installation (site-packages, the venv): code
+    outside any project, tracked by its installed version."""
+    paths = sysconfig.get_paths()
+    roots = {sys.prefix, sys.base_prefix, paths["purelib"], paths["platlib"]}
+    absolute = os.path.abspath(path)
+    return any(Path(absolute).is_relative_to(os.path.abspath(root)) for root in roots)
+
+
+def module_file(name: str) -> Path | None:
+    """The source file of a user target's module (`module:Class`), found without importing
+    the module itself (its parent packages are imported); None for built-in targets, modules
+    that cannot be found and installed ones."""
     if ":" not in name:
         return None
     try:
@@ -60,33 +72,41 @@ def _module_file(name: str) -> Path | None:
         return None
     if spec is None or not spec.origin or not Path(spec.origin).is_file():
         return None
-    return Path(os.path.abspath(spec.origin))
+    path = Path(os.path.abspath(spec.origin))
+    return None if installed(path) else path
 
 
 def _inputs_files(directory: Path) -> list[Path]:
+    """The files DVC hashes in `directory` (byte code and the directory's README left out,
+    as `.dvcignore` says)."""
     return [
         path
         for path in sorted(directory.rglob("*"))
         if path.is_file()
-        and not any(part == "__pycache__" for part in path.relative_to(directory).parts)
+        and "__pycache__" not in path.relative_to(directory).parts
         and path.suffix != ".pyc"
         and path.relative_to(directory).as_posix() != "README.md"
     ]
 
 
 def input_digests(name: str, options: dict[str, Any]) -> dict[str, str]:
-    """{file: sha256} of what the target reads besides cds: every file under `inputs/` (in a
-    project: its user modules and data, as DVC hashes them), a user module elsewhere under the
-    working directory, and every existing file its options name. Keys are relative to the
-    working directory where the file lies inside it, so they are the same in every clone.
-    Installed modules (site-packages) are code outside the project and are not included."""
+    """{file: sha256} of what the target reads besides cds: for a user module in the project's
+    `inputs/`, every file there (its code and data, as DVC hashes them); for another user
+    module under the working directory, its file; and every existing file its options name.
+    Built-in targets without file options give {}. Keys are relative to the working directory
+    (the project, for stages) where the file lies inside it, so they are the same in every
+    clone. Installed modules are not included."""
     cwd = Path(os.getcwd())
-    files = _inputs_files(cwd / INPUTS_DIR) if (cwd / INPUTS_DIR).is_dir() else []
-    module = _module_file(name)
-    if module is not None and module.is_relative_to(cwd):
+    inputs = cwd / INPUTS_DIR
+    files: list[Path] = []
+    module = module_file(name)
+    if module is not None and module.is_relative_to(inputs):
+        files += _inputs_files(inputs)
+    elif module is not None and module.is_relative_to(cwd):
         files.append(module)
     files += [Path(s) for s in _strings(options) if s.strip() and Path(s).is_file()]
-    return {_display(path, cwd): _file_sha256(path) for path in files}
+    digests = {_display(path, cwd): _file_sha256(path) for path in files}
+    return dict(sorted(digests.items()))
 
 
 def _display(path: Path, cwd: Path) -> str:

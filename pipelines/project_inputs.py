@@ -12,7 +12,6 @@ is what DVC hashes).
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import sys
 from collections.abc import Iterator
@@ -20,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from cds.config import Params
-from cds.provenance import INPUTS_DIR
+from cds.provenance import INPUTS_DIR, module_file
 
 
 class UntrackedInputError(ValueError):
@@ -65,22 +64,20 @@ def check_tracked(params: Params, root: Path) -> None:
     name = params.target.name
     if ":" in name:
         use_project_inputs(root)
-        module = name.partition(":")[0]
-        try:
-            spec = importlib.util.find_spec(module)
-        except Exception:  # reported by the target loader, with the import error
-            spec = None
-        origin = Path(spec.origin) if spec is not None and spec.origin else None
+        origin = module_file(name)  # None for installed modules (e.g. in the project's venv)
         if origin is not None and _inside(origin, root) and not _inside(origin, inputs):
             raise UntrackedInputError(
-                f"target.name = {name!r}: module {module!r} is {origin}, outside "
-                f"{INPUTS_DIR}/; move it to {inputs}/ so that DVC retrains when it changes"
+                f"target.name = {name!r}: module {name.partition(':')[0]!r} is {origin}, "
+                f"outside {INPUTS_DIR}/; move it to {inputs}/ so that DVC retrains when it "
+                "changes"
             )
     for field, value in _named_paths(params.target.options, "target.options"):
         if not value.strip():
             continue
         path = Path(value) if Path(value).is_absolute() else root / value
-        if path.is_file() and not _inside(path, inputs):
+        # a file, or a directory named like a path (a bare word such as "data" may be a mode)
+        named = path.is_file() or (path.is_dir() and ("/" in value or Path(value).is_absolute()))
+        if named and not _inside(path, inputs):
             raise UntrackedInputError(
                 f"{field} = {value!r}: files the target reads must be under {INPUTS_DIR}/ "
                 f"(DVC tracks that directory); move or symlink it into {inputs}/"

@@ -117,8 +117,16 @@ def protocol_mismatch(candidate: dict[str, str], champion: dict[str, str]) -> li
     return [
         f"{key}: {champion.get(key)!r} → {candidate.get(key)!r}"
         for key in sorted(set(candidate) | set(champion))
-        if candidate.get(key) != champion.get(key)
+        if not _same(key, candidate.get(key), champion.get(key))
     ]
+
+
+def _same(key: str, a: str | None, b: str | None) -> bool:
+    """Equal protocol values; the inputs field compares the files' contents (an older cds
+    keyed them by option name, this one by path)."""
+    if key == INPUTS_FIELD and a is not None and b is not None:
+        return sorted(json.loads(a).values()) == sorted(json.loads(b).values())
+    return a == b
 
 
 def _finite(value: float | None) -> bool:

@@ -10,15 +10,18 @@ CDS_SHARED_TEACHERS), so the fingerprint is computed where the stage runs.
 
 from __future__ import annotations
 
+import json
 import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 from filelock import FileLock
 
 from cds.checkpoints import CheckpointError, atomic_write, load_finished_checkpoint
 from cds.dis import TEACHER_KIND
+from pipelines.io import write_json_atomic
 
 
 def _finished_fingerprint(path: Path) -> str | None:
@@ -36,19 +39,31 @@ def _copy_atomic(source: Path, dest: Path) -> None:
         atomic_write(dest, lambda fh: shutil.copyfileobj(src, fh))
 
 
+@dataclass
+class Handover:
+    """What `shared_teacher` did: whether the cell's checkpoint is a copy of another cell's
+    finished teacher, and the training time of the run that made it (for the timings)."""
+
+    handed_on: bool = False
+    train_seconds: float | None = None
+
+
 @contextmanager
-def shared_teacher(checkpoint: Path, store: Path, fingerprint: str) -> Iterator[None]:
+def shared_teacher(checkpoint: Path, store: Path, fingerprint: str) -> Iterator[Handover]:
     """Around a cell's teacher training: cells with the same teacher `fingerprint` take turns
     (a file lock in `store`). The first trains as usual and, once it succeeded, deposits the
-    finished checkpoint in `store`; each later one finds it there and starts from a copy, which
-    its dvc.lock does not record, so the trainer hands it on as finished and only the log is
-    rewritten (`pipelines.stages.common.recorded_by_dvc`)."""
+    finished checkpoint (and its training time, which the stage sets on the handover) in
+    `store`; each later one finds it there, starts from a copy and is told so
+    (`Handover.handed_on`), so that the trainer hands it on instead of training again."""
     store.mkdir(parents=True, exist_ok=True)
-    deposit = store / f"{fingerprint}.pt"
+    deposit, record = store / f"{fingerprint}.pt", store / f"{fingerprint}.json"
     with FileLock(store / f"{fingerprint}.lock"):  # nobody else touches the deposit meanwhile
-        deposited = _finished_fingerprint(deposit) == fingerprint
-        if deposited and _finished_fingerprint(checkpoint) != fingerprint:
+        handover = Handover()
+        if _finished_fingerprint(deposit) == fingerprint:
             _copy_atomic(deposit, checkpoint)
-        yield
-        if not deposited and _finished_fingerprint(checkpoint) == fingerprint:
+            seconds = json.loads(record.read_text()) if record.is_file() else {}
+            handover = Handover(True, seconds.get("train_seconds"))
+        yield handover
+        if not handover.handed_on and _finished_fingerprint(checkpoint) == fingerprint:
             _copy_atomic(checkpoint, deposit)
+            write_json_atomic(record, {"train_seconds": handover.train_seconds})

@@ -33,7 +33,7 @@ from pipelines.layout import STAGES, Layout
 from pipelines.params_file import write_complete_params
 from pipelines.publish import publish
 from pipelines.stages.teacher import SHARED_TEACHERS_ENV
-from pipelines.workspace import create_workspace, sync_inputs
+from pipelines.workspace import create_workspace, sync_inputs, sync_project_files
 
 #: Attempts at logging a cell to MLflow when the store is busy.
 PUBLISH_ATTEMPTS = 4
@@ -126,8 +126,8 @@ class CellResult:
 
 
 def _workspace(cell: Cell, settings: SweepSettings) -> Path:
-    """The cell's working copy: created on first use, its params and inputs refreshed on
-    later runs (new data in the project's inputs/ reaches every cell)."""
+    """The cell's working copy: created on first use; on later runs its pipeline definition,
+    params and inputs are refreshed from the project (new code deps, new data in inputs/)."""
     project = Path(settings.project)
     params = load_params(
         project / settings.base if settings.base else project / "params.yaml",
@@ -137,6 +137,7 @@ def _workspace(cell: Cell, settings: SweepSettings) -> Path:
     root = Path(settings.directory) / "cells" / cell.id
     if (root / ".dvc").is_dir():
         write_complete_params(root / "params.yaml", params)
+        sync_project_files(project, root)
         sync_inputs(project, root)
         return root
     root = create_workspace(project, root, params, shared_cache=project / ".dvc" / "cache")

@@ -35,16 +35,32 @@ def _git(root: Path, *args: str) -> None:
 
 
 def sync_inputs(source: Path, dest: Path) -> None:
-    """Make `dest/inputs` a copy of `source/inputs` as it is now (links followed: a copy holds
-    the content a link points to), or an empty inputs directory where the source has none."""
+    """Make `dest/inputs` a copy of `source/inputs` as it is now, its symlinks kept but made
+    absolute (so they still point at the shared files), or an empty inputs directory where
+    the source has none."""
     shutil.rmtree(dest / "inputs", ignore_errors=True)
-    if (source / "inputs").is_dir():
-        shutil.copytree(
-            source / "inputs", dest / "inputs", ignore=shutil.ignore_patterns("__pycache__")
-        )
-    else:
+    if not (source / "inputs").is_dir():
         (dest / "inputs").mkdir(parents=True)
         (dest / "inputs" / "README.md").write_text("Files the target reads (see dvc.yaml).\n")
+        return
+    shutil.copytree(
+        source / "inputs",
+        dest / "inputs",
+        symlinks=True,
+        ignore=shutil.ignore_patterns("__pycache__"),
+    )
+    for link in [p for p in (dest / "inputs").rglob("*") if p.is_symlink()]:
+        original = source / link.relative_to(dest)
+        link.unlink()
+        link.symlink_to(original.resolve())
+
+
+def sync_project_files(source: Path, dest: Path) -> None:
+    """Copy the pipeline definition (`PROJECT_FILES`) from `source` into `dest`."""
+    for name in PROJECT_FILES:
+        if (source / name).is_file():
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(source / name, dest / name)
 
 
 def create_workspace(
@@ -55,10 +71,7 @@ def create_workspace(
     if (dest / ".dvc").exists():
         raise FileExistsError(f"{dest} already holds a DVC repository")
     dest.mkdir(parents=True, exist_ok=True)
-    for name in PROJECT_FILES:
-        if (source / name).is_file():
-            (dest / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(source / name, dest / name)
+    sync_project_files(source, dest)
     sync_inputs(source, dest)
     for package in CODE_PACKAGES:
         (dest / package.__name__).symlink_to(Path(package.__file__).resolve().parent)

@@ -3,6 +3,7 @@ tiny-budget pipeline projects (real git + DVC repositories in temporary director
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 from pathlib import Path
@@ -93,8 +94,9 @@ def trained_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = make_project(tmp_path_factory.mktemp("trained") / "project")
     layout = Layout(root)
     params = load_params(layout.params)
-    for stage in (target, teacher, fragments, student, evaluate):
-        stage.run(params, layout, progress=False)
+    with contextlib.chdir(root):  # as `cds stage` runs them: params' paths are the project's
+        for stage in (target, teacher, fragments, student, evaluate):
+            stage.run(params, layout, progress=False)
     return root
 
 

@@ -95,10 +95,9 @@ def test_corrupt_checkpoint_fails_evaluation_and_leaves_no_metrics(trained_copy)
     assert not layout.metrics.exists() and not layout.eval_dir.exists()
 
 
-def test_stage_rerun_hands_on_a_finished_checkpoint_dvc_never_recorded(trained_copy):
-    """The stages ran outside DVC (no dvc.lock records the checkpoint, as after a stage that
-    failed after training): a re-run hands the finished run on instead of training again.
-    (One DVC recorded is trained again: tests/test_retraining.py.)"""
+def test_stage_rerun_after_completion_trains_again_to_the_same_weights(trained_copy):
+    """A finished checkpoint is not handed back (what DVC re-runs, e.g. `dvc repro -f`, is
+    trained again); training is seeded, so the weights come out the same."""
     layout = Layout(trained_copy)
     before = torch.load(layout.student, weights_only=True)["ema"]
     result = runner.invoke(
@@ -108,7 +107,7 @@ def test_stage_rerun_hands_on_a_finished_checkpoint_dvc_never_recorded(trained_c
     assert json.loads(result.stdout)["iterations"] == 40
     after = torch.load(layout.student, weights_only=True)["ema"]
     assert all(torch.equal(before[k], after[k]) for k in before)
-    assert read_timings(trained_copy, "student")["train_seconds"] == 0.0
+    assert read_timings(trained_copy, "student")["train_seconds"] > 0
 
 
 def test_sample_reports_an_unknown_model(trained_copy, tmp_path):

@@ -123,6 +123,9 @@ def test_new_inputs_are_judged_on_their_own():
     current = {**PROTOCOL, "protocol.inputs_sha256": "{}"}
     ok, reason = gate(worse, CHAMP, TOL, (current, legacy))
     assert not ok and "inputs changed" not in reason
+    legacy = {**PROTOCOL, "protocol.data_sha256": '{"data": "aa"}'}  # keyed by option name
+    ok, reason = gate(worse, CHAMP, TOL, (old, legacy))
+    assert not ok and "inputs changed" not in reason  # same content: compared as usual
 
 
 def test_tolerances_that_switch_the_gate_off_are_refused():

@@ -121,7 +121,9 @@ def test_the_methods_of_one_seed_share_one_teacher(tmp_path, prefect_api):
     first, second = load_checkpoint(cdds.teacher), load_checkpoint(scds.teacher)
     assert cdds.teacher.read_bytes() == scds.teacher.read_bytes()
     assert read_timings(cdds.root, "teacher")["train_seconds"] > 0
-    assert read_timings(scds.root, "teacher")["train_seconds"] == 0.0  # handed on, not trained
+    handed_on = read_timings(scds.root, "teacher")
+    assert handed_on["train_seconds"] == 0.0  # not trained, and the depositing cell's time:
+    assert handed_on["shared_train_seconds"] == read_timings(cdds.root, "teacher")["train_seconds"]
     assert first["fingerprint"] == second["fingerprint"]
     assert scds.teacher_log.read_text() == cdds.teacher_log.read_text()
     teacher_metrics = [json.loads(layout.report.read_text())["teacher"] for layout in (cdds, scds)]

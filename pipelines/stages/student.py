@@ -11,7 +11,6 @@ from cds.config import Params
 from cds.dis import load_teacher
 from cds.scds import train_scds
 from cds.training import TrainingResult
-from pipelines.dvc_lock import recorded_by_dvc
 from pipelines.layout import Layout
 from pipelines.live_tracking import stage_monitor
 from pipelines.stages.common import StageInputError, checked_target, require
@@ -21,7 +20,6 @@ from pipelines.timings import record_timings
 def run(params: Params, layout: Layout, progress: bool = True) -> dict[str, Any]:
     target = checked_target(params, layout)
     section = params.scds if params.method == "scds" else params.cdds
-    reuse = not recorded_by_dvc(layout.root, "student", layout.student)
     with stage_monitor("student", section.optim.iterations) as monitor:
         result: TrainingResult
         if params.method == "scds":
@@ -32,7 +30,6 @@ def run(params: Params, layout: Layout, progress: bool = True) -> dict[str, Any]
                 layout.student_log,
                 progress,
                 monitor=monitor,
-                reuse_finished=reuse,
             )
         else:
             teacher, _ = load_teacher(require(layout.teacher, "teacher"))
@@ -55,7 +52,6 @@ def run(params: Params, layout: Layout, progress: bool = True) -> dict[str, Any]
                 log_path=layout.student_log,
                 progress=progress,
                 monitor=monitor,
-                reuse_finished=reuse,
             )
     record_timings(layout.root, "student", {"train_seconds": result.train_seconds})
     return {"iterations": result.iterations, "skipped": result.skipped}

@@ -10,10 +10,9 @@ from typing import Any
 
 from cds.config import Params
 from cds.dis import teacher_fingerprint, train_teacher
-from pipelines.dvc_lock import recorded_by_dvc
 from pipelines.layout import Layout
 from pipelines.live_tracking import stage_monitor
-from pipelines.shared_teacher import shared_teacher
+from pipelines.shared_teacher import Handover, shared_teacher
 from pipelines.stages.common import checked_target
 from pipelines.timings import record_timings
 
@@ -23,14 +22,16 @@ SHARED_TEACHERS_ENV = "CDS_SHARED_TEACHERS"
 
 
 def run(params: Params, layout: Layout, progress: bool = True) -> dict[str, Any]:
+    """Train the teacher; in a sweep cell (CDS_SHARED_TEACHERS set), take a finished teacher of
+    the same fingerprint that another cell deposited instead."""
     target = checked_target(params, layout)
     store = os.environ.get(SHARED_TEACHERS_ENV)
     sharing = (
         shared_teacher(layout.teacher, Path(store), teacher_fingerprint(params))
         if store
-        else nullcontext()
+        else nullcontext(Handover())
     )
-    with sharing, stage_monitor("teacher", params.teacher.optim.iterations) as monitor:
+    with sharing as handover, stage_monitor("teacher", params.teacher.optim.iterations) as monitor:
         result = train_teacher(
             params,
             target,
@@ -38,7 +39,12 @@ def run(params: Params, layout: Layout, progress: bool = True) -> dict[str, Any]
             layout.teacher_log,
             progress=progress,
             monitor=monitor,
-            reuse_finished=not recorded_by_dvc(layout.root, "teacher", layout.teacher),
+            reuse_finished=handover.handed_on,
         )
-    record_timings(layout.root, "teacher", {"train_seconds": result.train_seconds})
+        if not handover.handed_on:
+            handover.train_seconds = result.train_seconds
+    seconds = {"train_seconds": result.train_seconds}
+    if handover.handed_on and handover.train_seconds is not None:
+        seconds["shared_train_seconds"] = handover.train_seconds  # the depositing cell's
+    record_timings(layout.root, "teacher", seconds)
     return {"iterations": result.iterations, "skipped": result.skipped}
