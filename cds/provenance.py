@@ -11,6 +11,7 @@ import importlib.util
 import os
 import sys
 import sysconfig
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -41,14 +42,17 @@ def code_version() -> str:
 INPUTS_DIR = "inputs"
 
 
-def _strings(value: Any) -> list[str]:
+def named_strings(value: Any, field: str = "") -> Iterator[tuple[str, str]]:
+    """(dotted field, string) for every string in an options tree: the candidates for files
+    a target reads."""
     if isinstance(value, str):
-        return [value]
-    if isinstance(value, dict):
-        return [s for item in value.values() for s in _strings(item)]
-    if isinstance(value, list):
-        return [s for item in value for s in _strings(item)]
-    return []
+        yield field, value
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield from named_strings(item, f"{field}.{key}" if field else str(key))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from named_strings(item, f"{field}[{index}]")
 
 
 def installed(path: Path) -> bool:
@@ -104,7 +108,7 @@ def input_digests(name: str, options: dict[str, Any]) -> dict[str, str]:
         files += _inputs_files(inputs)
     elif module is not None and module.is_relative_to(cwd):
         files.append(module)
-    files += [Path(s) for s in _strings(options) if s.strip() and Path(s).is_file()]
+    files += [Path(s) for _, s in named_strings(options) if s.strip() and Path(s).is_file()]
     digests = {_display(path, cwd): _file_sha256(path) for path in files}
     return dict(sorted(digests.items()))
 

@@ -14,12 +14,10 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 from cds.config import Params
-from cds.provenance import INPUTS_DIR, module_file
+from cds.provenance import INPUTS_DIR, module_file, named_strings
 
 
 class UntrackedInputError(ValueError):
@@ -42,18 +40,6 @@ def _inside(path: Path, directory: Path) -> bool:
     return Path(os.path.abspath(path)).is_relative_to(os.path.abspath(directory))
 
 
-def _named_paths(value: Any, field: str) -> Iterator[tuple[str, str]]:
-    """(field, string) for every string in an options tree, with its dotted field name."""
-    if isinstance(value, str):
-        yield field, value
-    elif isinstance(value, dict):
-        for key, item in value.items():
-            yield from _named_paths(item, f"{field}.{key}")
-    elif isinstance(value, list):
-        for index, item in enumerate(value):
-            yield from _named_paths(item, f"{field}[{index}]")
-
-
 def check_tracked(params: Params, root: Path) -> None:
     """Refuse (naming the field and value) a data file named in `target.options` outside
     `inputs/`, and a user module in the project but outside `inputs/`: DVC would not notice
@@ -71,7 +57,7 @@ def check_tracked(params: Params, root: Path) -> None:
                 f"outside {INPUTS_DIR}/; move it to {inputs}/ so that DVC retrains when it "
                 "changes"
             )
-    for field, value in _named_paths(params.target.options, "target.options"):
+    for field, value in named_strings(params.target.options, "target.options"):
         if not value.strip():
             continue
         path = Path(value) if Path(value).is_absolute() else root / value
