@@ -6,12 +6,17 @@ import json
 import math
 import platform
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
+
+if TYPE_CHECKING:
+    from cds.config import Params
+    from pipelines.layout import Layout
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -26,6 +31,78 @@ TEACHER_BUDGET = {
 #: is not the best measured: on mw54 lr 5e-3 oscillates (1.57× the teacher), lr 3e-3 gives
 #: 1.14× (cdds_quality.py). Like the teacher budget, the CDDS learning rate is per target.
 CDDS_SETTINGS: dict[str, dict[str, Any]] = {"mw54": {"cdds.optim.lr": 3e-3}}
+
+
+@dataclass(frozen=True)
+class Stream:
+    """A named random stream of the benchmark scripts: draw `index` uses seed `seed + index`.
+
+    Every seed a benchmark script draws with is one of the streams below, defined here once;
+    their values are those the committed results (`benchmarks/results/`) were measured with, so
+    a rerun draws the same samples. The pipeline's own draws (training, fragment bank,
+    evaluation) come from `cds.seeding`'s streams of `params.seed` and `evaluation.seed`, not
+    from these."""
+
+    seed: int
+
+    def generator(self, index: int = 0) -> torch.Generator:
+        """A torch generator on draw `index` of the stream."""
+        return torch.Generator().manual_seed(self.seed + index)
+
+    def seed_global(self, index: int = 0) -> None:
+        """Seed torch's global generator with draw `index` of the stream (what network
+        initialisers and Pyro draw from)."""
+        torch.manual_seed(self.seed + index)
+
+
+#: Exact samples a script scores against, one set per size n: draw n (cdds_quality.py,
+#: scds_quality.py).
+EXACT_REFERENCE = Stream(100)
+#: The 128-step teacher's SDE and PF-ODE samples scored (cdds_quality.py, scds_quality.py).
+TEACHER_SAMPLES = Stream(7)
+#: The student's samples scored: one step and, for SCDS, every K (cdds_quality.py,
+#: scds_quality.py).
+STUDENT_SAMPLES = Stream(8)
+#: CDDS's multistep (K = 2, 4, 8) samples (cdds_quality.py).
+CDDS_MULTISTEP_SAMPLES = Stream(9)
+#: CDDS's one-step deterministic-flow weights (cdds_quality.py).
+CDDS_WEIGHTS = Stream(10)
+#: SCDS's log weights at each K and of its SDE sampler (scds_quality.py).
+SCDS_WEIGHTS = Stream(9)
+#: The teacher's samples scored by teacher_quality.py.
+TEACHER_QUALITY_SAMPLES = Stream(11)
+#: The exact sample sets teacher_quality.py compares with (and its floor pairs).
+TEACHER_QUALITY_EXACT = Stream(12)
+#: The exact samples scds_short_runs.py scores against.
+SHORT_RUN_REFERENCE = Stream(2)
+#: The one-step samples scds_short_runs.py scores.
+SHORT_RUN_SAMPLES = Stream(3)
+#: Initialisation of scds_short_runs.py's untrained network (torch's global generator).
+UNTRAINED_INIT = Stream(0)
+#: baselines.py's NUTS run: Pyro's draws (global generator), chain c's start from draw c.
+NUTS_CHAINS = Stream(0)
+#: baselines.py's long NUTS reference run for targets without exact samples (as NUTS_CHAINS).
+NUTS_REFERENCE_CHAINS = Stream(1000)
+#: baselines.py's exact reference samples.
+BASELINE_REFERENCE = Stream(77)
+#: baselines.py's exact-vs-exact floor at m samples: draw m.
+BASELINE_FLOOR = Stream(0)
+#: baselines.py's cds samples at m: draw m.
+BASELINE_CDS_SAMPLES = Stream(0)
+#: paper_table.py's timing draws of a row: draw 1000 × seed + the row's place in its cell.
+PAPER_TABLE_TIMING = Stream(0)
+#: paper_table.py's large-n samples of a row: the same draw index as its timing draw.
+PAPER_TABLE_LARGE_N_SAMPLES = Stream(1)
+#: paper_table.py's exact reference at the large n, and the second exact set of its floor.
+LARGE_N_REFERENCE = Stream(2024)
+LARGE_N_FLOOR = Stream(2025)
+#: noise_floor.py's exact sample sets (one generator, drawn in turn).
+NOISE_FLOOR_SAMPLES = Stream(0)
+#: teacher_log_z.py's weighted samples: draw s for the row of seed s.
+TEACHER_LOG_Z_SAMPLES = Stream(0)
+#: Draws and initialisations of the scripts that only time work (teacher_speed.py,
+#: scds_speed.py, sampling_throughput.py, scale.py): their values do not matter.
+TIMING = Stream(0)
 
 
 def teacher_overrides(name: str) -> dict[str, Any]:
@@ -52,6 +129,18 @@ def train_seconds(cell_dir: Path, stage: str) -> float:
 def as_set_items(overrides: dict[str, Any]) -> list[str]:
     """Overrides as `--set` items (KEY=VALUE), the form `load_params` takes."""
     return [f"{key}={value}" for key, value in overrides.items()]
+
+
+def parse_set_items(items: Iterable[str]) -> dict[str, Any]:
+    """`--set` items (KEY=VALUE, the value read as params YAML) as overrides (dotted key →
+    value), the form a `SweepGrid` takes; the inverse of `as_set_items`."""
+    from cds.config import read_yaml
+
+    overrides: dict[str, Any] = {}
+    for item in items:
+        key, _, value = item.partition("=")
+        overrides[key] = read_yaml(value)
+    return overrides
 
 
 def machine() -> dict[str, Any]:
@@ -83,10 +172,15 @@ def write_results(script: str, payload: dict[str, Any]) -> Path:
     return path
 
 
+def previous_results(script: str) -> dict[str, Any]:
+    """This script's last results file (empty if there is none)."""
+    path = RESULTS / f"{Path(script).stem}.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
 def previous_rows(script: str) -> list[dict[str, Any]]:
     """The rows of this script's last results file (empty if there is none)."""
-    path = RESULTS / f"{Path(script).stem}.json"
-    return json.loads(path.read_text()).get("rows", []) if path.exists() else []
+    return previous_results(script).get("rows", [])
 
 
 def print_table(rows: list[dict[str, Any]], columns: list[str]) -> None:
@@ -100,6 +194,17 @@ def print_table(rows: list[dict[str, Any]], columns: list[str]) -> None:
     print("-+-".join("-" * w for w in widths))
     for r in rows:
         print(" | ".join(fmt(r.get(c, "")).ljust(w) for c, w in zip(columns, widths, strict=True)))
+
+
+def run_stage(name: str, params: Params, layout: Layout, progress: bool = False) -> dict[str, Any]:
+    """Pipeline stage `name` (`pipelines.stages.<name>.run`) on the project at `layout.root`,
+    in that directory, as `cds stage NAME` runs it (without DVC and the project lock)."""
+    import contextlib
+    import importlib
+
+    module = importlib.import_module(f"pipelines.stages.{name}")
+    with contextlib.chdir(layout.root):  # params' paths are relative to the project
+        return module.run(params, layout, progress)
 
 
 def quiet_pipeline_environment() -> None:

@@ -35,15 +35,27 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from _common import RESULTS, print_table, train_seconds, write_results
+from _common import (
+    BASELINE_CDS_SAMPLES,
+    BASELINE_FLOOR,
+    BASELINE_REFERENCE,
+    NUTS_CHAINS,
+    NUTS_REFERENCE_CHAINS,
+    RESULTS,
+    Stream,
+    previous_results,
+    print_table,
+    train_seconds,
+    write_results,
+)
 from matplotlib.figure import Figure
 from pyro.infer.mcmc import MCMC, NUTS
 
 from cds.config import Params, load_params
 from cds.metrics import noise_floor, paper_sinkhorn
 from cds.metrics.modes import marginal_std_errors, mode_coverage
+from cds.samplers import sampler_from_checkpoint
 from cds.scds import extra_steps_at
-from cds.serving import sampler_from_checkpoint
 from cds.targets import Target, get_target
 from pipelines.layout import Layout
 from pipelines.sweep import SweepGrid, cells, run_sweep
@@ -63,10 +75,11 @@ LOGREG_TEACHER = (10_000, 1500)
 
 
 def run_nuts(
-    target: Target, chains: int, warmup: int, draws: int, seed: int
+    target: Target, chains: int, warmup: int, draws: int, stream: Stream
 ) -> dict[str, torch.Tensor]:
     """Pooled draws (chains interleaved), each chain's cumulative wall time and gradient
-    evaluations per kept draw (chains × draws), and the warm-ups' totals."""
+    evaluations per kept draw (chains × draws), and the warm-ups' totals. Pyro draws from
+    `stream`'s first draw, chain c starts from draw c."""
     calls = 0
 
     def potential(params: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -74,7 +87,7 @@ def run_nuts(
         calls += 1
         return -target.log_prob(params["x"][None].double())[0]
 
-    torch.manual_seed(seed)
+    stream.seed_global()
     per_chain, warmup_s, warmup_grads = [], 0.0, 0
     for chain in range(chains):
         start, stamps, marks = time.perf_counter(), [], {}
@@ -85,7 +98,7 @@ def run_nuts(
             else:
                 stamps.append((time.perf_counter(), calls))  # noqa: B023
 
-        x0 = torch.randn(target.dim, generator=torch.Generator().manual_seed(seed + chain))
+        x0 = torch.randn(target.dim, generator=stream.generator(chain))
         mcmc = MCMC(
             NUTS(potential_fn=potential, adapt_step_size=True, adapt_mass_matrix=True),
             num_samples=draws,
@@ -128,7 +141,7 @@ def quality(
         return marginal_std_errors(x, reference)
     m = len(x)
     if m not in floors:
-        floors[m] = noise_floor(target, m, torch.Generator().manual_seed(m))["sinkhorn"]
+        floors[m] = noise_floor(target, m, BASELINE_FLOOR.generator(m))["sinkhorn"]
     value = paper_sinkhorn(x, reference[:m]).value
     out = {"sinkhorn": value, "floor": floors[m], "ratio": value / floors[m]}
     assignments = target.mode_assignment(x)
@@ -203,7 +216,7 @@ def cds_points(
         sampler = sampler_from_checkpoint(row["checkpoint"], row["n_steps"])
         per_sample = row["sample_s_per_1e6"] / 1e6
         for m in CURVE_M:
-            x = sampler.sample(m, torch.Generator().manual_seed(m))
+            x = sampler.sample(m, BASELINE_CDS_SAMPLES.generator(m))
             points.append(
                 {
                     "sampler": row["sampler"],
@@ -338,12 +351,12 @@ def main() -> None:
         target = get_target(name)
         if target.has_exact_samples:
             rows = paper_table_rows(table, name)
-            reference = target.sample(max(CURVE_M), torch.Generator().manual_seed(77))
+            reference = target.sample(max(CURVE_M), BASELINE_REFERENCE.generator())
         else:
             rows = logreg_rows()
-            long = run_nuts(target, REFERENCE[0], WARMUP, REFERENCE[1], seed=1000)
+            long = run_nuts(target, REFERENCE[0], WARMUP, REFERENCE[1], NUTS_REFERENCE_CHAINS)
             reference = long["x"]
-        nuts = run_nuts(target, CHAINS, WARMUP, DRAWS, seed=0)
+        nuts = run_nuts(target, CHAINS, WARMUP, DRAWS, NUTS_CHAINS)
         floors: dict[int, float] = {}
         points = nuts_curve(target, nuts, reference, floors)
         points += cds_points(target, rows, reference, floors)
@@ -376,9 +389,8 @@ def main() -> None:
             }
         )
         print(f"{name}: done", flush=True)
-    previous = RESULTS / "baselines.json"
-    if previous.exists():  # keep the targets this run did not redo
-        kept = json.loads(previous.read_text())
+    kept = previous_results(__file__)
+    if kept:  # keep the targets this run did not redo
         summary = [r for r in kept["summary"] if r["target"] not in args.targets] + summary
         curves = {**{k: v for k, v in kept["curves"].items() if k not in args.targets}, **curves}
     write_results(__file__, {"chains": CHAINS, "warmup": WARMUP, "draws": DRAWS,

@@ -4,10 +4,10 @@ valid weights.
 One sweep cell (the full pipeline: target, teacher, fragments, CDDS, evaluation, MLflow run) on
 `lgcp` with the budget in BUDGET, in the project's DVC cache and MLflow store
 (`runs/sweeps/lgcp-end-to-end/`). LGCP has no exact samples and no known log Z, so the report
-gives the estimates themselves: for the DIS teacher, its SDE-path weights (spec §3); for the
-one-step CDDS sampler, the deterministic-flow weights with the exact log-det (a 64 × 64
-determinant per sample through Sylvester's identity, spec §6). The ELBO is a lower bound on
-log Z for either; IS log Z converges to it from below as n grows, so the larger value of the
+gives the estimates themselves: for the DIS teacher, its SDE-path weights (docs/methods.md §3); for
+the one-step CDDS sampler, the deterministic-flow weights with the exact log-det (a 64 × 64
+determinant per sample through Sylvester's identity, docs/methods.md §6). The ELBO is a lower bound
+on log Z for either; IS log Z converges to it from below as n grows, so the larger value of the
 two samplers' IS estimates is the better one, and ESS says how far each is to be trusted.
 
 Run:  .venv/bin/python benchmarks/lgcp_end_to_end.py

@@ -15,8 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-import torch
-from _common import print_table, write_results
+from _common import NOISE_FLOOR_SAMPLES, print_table, write_results
 
 from cds.metrics import noise_floor, paper_sinkhorn
 from cds.targets import get_target
@@ -31,7 +30,7 @@ TARGETS = ["gmm9", "funnel", "mw54", "mw52", "image"]
 
 
 def main() -> None:
-    gen = torch.Generator().manual_seed(0)
+    gen = NOISE_FLOOR_SAMPLES.generator()
     floors = []
     for name in TARGETS:
         target = get_target(name)

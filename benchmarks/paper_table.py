@@ -14,8 +14,8 @@ scaled) and, on the first seed, the Sinkhorn at a larger n (2-D targets: 10⁵ b
 the streaming metric; others 20,000) beside one exact-vs-exact pair at that n (its floor).
 
 Mean ± std over the seeds go in a Markdown table with the paper's printed values in adjacent
-columns (`benchmarks/results/paper_table.md`, also written between the README's
-`paper-table` markers) and every per-seed value in `benchmarks/results/paper_table.json`.
+columns (`benchmarks/results/paper_table.md`, which `results_doc.py` puts into docs/results.md)
+and every per-seed value in `benchmarks/results/paper_table.json`.
 
 Run:  .venv/bin/python benchmarks/paper_table.py [--targets gmm9 mw54 ...] [--seeds N]
           [--large-n N] [--workers W] [--torch-threads T] [--set KEY=VALUE ...]
@@ -33,7 +33,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import re
 import statistics
 import time
 from collections import Counter
@@ -46,7 +45,7 @@ from _common import previous_rows, target_overrides, train_seconds, write_result
 
 from cds.config import ParamsError, load_params, read_yaml
 from cds.metrics import paper_sinkhorn
-from cds.serving import sampler_from_checkpoint
+from cds.samplers import sampler_from_checkpoint
 from cds.targets import get_target
 from pipelines.layout import Layout
 from pipelines.stages.evaluate import best_budget
@@ -54,10 +53,8 @@ from pipelines.sweep import SweepGrid, cells, run_sweep
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS_MD = Path(__file__).resolve().parent / "results" / "paper_table.md"
-README = ROOT / "README.md"
-MARKERS = ("<!-- paper-table:start -->", "<!-- paper-table:end -->")
 
-#: The paper's Table 1 (Sinkhorn; its evaluation n is not stated, see the README).
+#: The paper's Table 1 (Sinkhorn; its evaluation n is not stated, see docs/methods.md §8).
 PAPER = {
     "gmm9": {"DIS-128": 0.0203, "DIS-1": 0.0559, "CDDS-1": 0.0313, "SCDS-1": 0.0478},
     "mw54": {"DIS-128": 0.1230, "DIS-1": 6.2804, "CDDS-1": 0.2815, "SCDS-1": 0.3913},
@@ -341,15 +338,6 @@ def markdown(table: list[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_readme(table_md: str) -> None:
-    """Replace the README's table between the paper-table markers."""
-    text = README.read_text()
-    pattern = re.compile(re.escape(MARKERS[0]) + r".*?" + re.escape(MARKERS[1]), re.S)
-    if not pattern.search(text):
-        raise SystemExit(f"README.md has no {MARKERS[0]} … {MARKERS[1]} block")
-    README.write_text(pattern.sub(lambda _: f"{MARKERS[0]}\n{table_md}{MARKERS[1]}", text))
-
-
 def _positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -401,7 +389,6 @@ def main() -> None:
     write_results(__file__, {"last_run": last_run, "rows": rows, "table": table})
     table_md = markdown(table)
     RESULTS_MD.write_text(table_md)
-    write_readme(table_md)
     print(table_md)
     if any(not math.isfinite(e["sinkhorn"]) for e in table):
         raise SystemExit("non-finite Sinkhorn values in the table")

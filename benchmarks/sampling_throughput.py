@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 import torch
-from _common import best_of, print_table, write_results
+from _common import TIMING, best_of, print_table, write_results
 
 import cds
 
@@ -27,7 +27,7 @@ def main(source: str) -> None:
     if "://" not in source and not Path(source).is_file():
         sys.exit(f"{source} does not exist: run `make run` first, or pass a checkpoint or URI")
     sampler = cds.load_sampler(source)
-    generator = torch.Generator().manual_seed(0)
+    generator = TIMING.generator()
     ours = best_of(lambda: sampler.sample(N, generator), repeats=5)
 
     def straightforward() -> torch.Tensor:

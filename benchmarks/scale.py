@@ -2,13 +2,13 @@
 
 For gmm9 (D = 2), mw54 (5), funnel (10), mw52 (50) and lgcp (1600), at the default training
 configuration (B = 512, N = 128, width 64): the wall time of a DIS teacher step, of a CDDS
-distillation step (bank mode) and of an SCDS iteration (joint update, the paper's
-self-consistency target), each the training loop's own per-iteration time over a few
-iterations, and the wall time of drawing 10⁵ one-step
-CDDS samples through the serving sampler. Each measurement runs in its own child process, so
-its peak memory is its own: reported as the process's peak resident set size and as the peak
-above the resident size the process had before the measured work (imports, target, models).
-Weights are untrained: the cost of a step does not depend on them.
+distillation step (bank mode, the bank built by the pipeline's fragments stage) and of an SCDS
+iteration (joint update, the paper's self-consistency target), each the training loop's own
+per-iteration time over a few iterations, and the wall time of drawing 10⁵ one-step CDDS samples
+through the serving sampler. Each measurement runs in its own child process, so its peak memory
+is its own: reported as the process's peak resident set size and as the peak above the resident
+size the process had before the measured work (imports, target, models, bank). Weights are
+untrained: the cost of a step does not depend on them.
 
 Run:  .venv/bin/python benchmarks/scale.py [target ...]
 """
@@ -23,17 +23,15 @@ import tempfile
 import time
 from pathlib import Path
 
-import torch
-from _common import print_table, write_results
+from _common import TIMING, print_table, run_stage, write_results
 
-from cds.cdds import generate_fragments, train_student
+from cds.cdds import load_bank, train_student
 from cds.config import load_params
-from cds.dis import load_teacher, train_teacher
-from cds.samplers import coarse_indices
+from cds.samplers import sampler_from_checkpoint
 from cds.scds import train_scds
-from cds.sde import uniform_grid
-from cds.serving import sampler_from_checkpoint
-from cds.targets import StandardNormalPrior, get_target
+from cds.targets import get_target
+from cds.teacher import load_teacher, train_teacher
+from pipelines.layout import Layout
 
 TARGETS = ("gmm9", "mw54", "funnel", "mw52", "lgcp")
 #: Iterations timed per training measurement (the first one is not counted: warm-up).
@@ -56,7 +54,8 @@ def _current_rss_mib() -> float:
 
 
 def child(name: str, work: str, directory: Path) -> dict[str, float]:
-    """One measurement in this (fresh) process; returns seconds and memory."""
+    """One measurement in this (fresh) process, in the project at `directory`; returns seconds
+    and memory."""
     target = get_target(name)
     iterations = ITERATIONS.get(name, DEFAULT_ITERATIONS)
     params = load_params(
@@ -75,7 +74,8 @@ def child(name: str, work: str, directory: Path) -> dict[str, float]:
             "cdds.eval_samples=16",
         ],
     )
-    teacher_path, student_path = directory / "teacher.pt", directory / "student.pt"
+    layout = Layout(directory)
+    teacher_path, student_path = layout.teacher, layout.student
     before = _current_rss_mib()
     if work == "teacher":
         result = train_teacher(params, target, teacher_path, progress=False, stop_after=1)
@@ -86,17 +86,10 @@ def child(name: str, work: str, directory: Path) -> dict[str, float]:
         result = train_scds(params, target, directory / "scds.pt", progress=False)
         seconds = result.train_seconds / (iterations - 1)  # the resumed run's iterations
     elif work == "cdds":
+        run_stage("target", params, layout)
+        run_stage("fragments", params, layout)  # the teacher child's teacher
         teacher, _ = load_teacher(teacher_path)
-        cfg = params.cdds
-        bank = generate_fragments(
-            teacher,
-            target,
-            StandardNormalPrior(target.dim),
-            uniform_grid(cfg.n_fine),
-            coarse_indices(cfg.n_fine, cfg.n_coarse),
-            BANK,
-            torch.Generator().manual_seed(0),
-        )
+        bank, _ = load_bank(layout.bank)
         before = _current_rss_mib()
         kwargs = {"bank": bank, "progress": False}
         result = train_student(params, target, teacher, "t", student_path, stop_after=1, **kwargs)
@@ -107,7 +100,7 @@ def child(name: str, work: str, directory: Path) -> dict[str, float]:
         sampler.sample(1000)
         before = _current_rss_mib()
         start = time.perf_counter()
-        sampler.sample(SAMPLES, torch.Generator().manual_seed(0))
+        sampler.sample(SAMPLES, TIMING.generator())
         seconds = time.perf_counter() - start
     return {
         "seconds": seconds,

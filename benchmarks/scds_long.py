@@ -26,6 +26,7 @@ from typing import Any
 
 from _common import (
     TEACHER_BUDGET,
+    parse_set_items,
     previous_rows,
     print_table,
     target_overrides,
@@ -33,7 +34,6 @@ from _common import (
     write_results,
 )
 
-from cds.config import read_yaml
 from pipelines.layout import Layout
 from pipelines.sweep import SweepGrid, cells, run_sweep
 
@@ -59,10 +59,8 @@ def run_target(name: str, label: str, extra: list[str], torch_threads: int) -> d
         **FINE_ODE_32,
         "scds.optim.iterations": iterations,
         "scds.optim.ema_window": window,
+        **parse_set_items(extra),
     }
-    for item in extra:
-        key, _, value = item.partition("=")
-        overrides[key] = read_yaml(value)
     grid = SweepGrid(
         name=f"scds-long-{name}" + (f"-{label}" if label else ""),
         targets=[name],

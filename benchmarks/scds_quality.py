@@ -21,22 +21,29 @@ trains the same seeded teacher, so its rows stay comparable)
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-import torch
-from _common import RESULTS, previous_rows, print_table, write_results
+from _common import (
+    EXACT_REFERENCE,
+    SCDS_WEIGHTS,
+    STUDENT_SAMPLES,
+    TEACHER_SAMPLES,
+    previous_results,
+    previous_rows,
+    print_table,
+    write_results,
+)
 
 from cds.config import load_params
-from cds.dis import train_teacher
-from cds.evaluation import log_weights
 from cds.metrics import log_z_report, paper_sinkhorn
+from cds.samplers import sampler_from_checkpoint
 from cds.scds import train_scds
-from cds.serving import sampler_from_checkpoint
+from cds.scoring import log_weights
 from cds.targets import get_target
+from cds.teacher import train_teacher
 
 #: name → overrides of the scds params. Every configuration pins its target and extra steps, so
 #: a rerun reproduces its row whatever the current defaults (`PAPER`: the paper's two-half-step
@@ -69,7 +76,7 @@ def main(configs: list[str]) -> None:
     if unknown:
         raise SystemExit(f"unknown configurations {unknown}; valid: {list(CONFIGS)}")
     target = get_target("gmm9")
-    refs = {n: target.sample(n, torch.Generator().manual_seed(100 + n)) for n in SIZES}
+    refs = {n: target.sample(n, EXACT_REFERENCE.generator(n)) for n in SIZES}
     rows, curves = [], {}
     with tempfile.TemporaryDirectory() as tmp:
         params = load_params(None, ["teacher.eval_every=100000"])
@@ -78,7 +85,7 @@ def main(configs: list[str]) -> None:
         teacher_s = time.perf_counter() - start
         teacher = sampler_from_checkpoint(Path(tmp) / "teacher.pt")
         teacher_val = {
-            n: paper_sinkhorn(teacher.sample(n, torch.Generator().manual_seed(7)), refs[n]).value
+            n: paper_sinkhorn(teacher.sample(n, TEACHER_SAMPLES.generator()), refs[n]).value
             for n in SIZES
         }
         for label, overrides in CONFIGS.items():
@@ -92,10 +99,9 @@ def main(configs: list[str]) -> None:
             n_steps = params.scds.n_steps
 
             def score(sampler, kind: str) -> dict:
-                x = sampler.sample(SIZES[0], torch.Generator().manual_seed(8))
+                x = sampler.sample(SIZES[0], STUDENT_SAMPLES.generator())
                 value = paper_sinkhorn(x, refs[SIZES[0]]).value
-                gen = torch.Generator().manual_seed(9)
-                log_w, signs = log_weights(sampler, target, SIZES[0], gen)
+                log_w, signs = log_weights(sampler, target, SIZES[0], SCDS_WEIGHTS.generator())
                 return {
                     "nfe": sampler.nfe,
                     "sampler": kind,
@@ -109,9 +115,7 @@ def main(configs: list[str]) -> None:
                 for i in range(n_steps.bit_length())
             ]
             sde_point = score(sampler_from_checkpoint(path, sde=True), "sde")
-            one = sampler_from_checkpoint(path, 1).sample(
-                SIZES[1], torch.Generator().manual_seed(8)
-            )
+            one = sampler_from_checkpoint(path, 1).sample(SIZES[1], STUDENT_SAMPLES.generator())
             one_20k = paper_sinkhorn(one, refs[SIZES[1]]).value
             curves[label] = [*curve, sde_point]
             rows.append(
@@ -137,8 +141,7 @@ def main(configs: list[str]) -> None:
     if configs:  # keep the rows and curves this run did not redo
         kept = [r for r in previous_rows(__file__) if r["update"] not in configs]
         rows = kept + rows
-        path = RESULTS / "scds_quality.json"
-        previous = json.loads(path.read_text())["curves"] if path.exists() else {}
+        previous = previous_results(__file__).get("curves", {})
         curves = {**{k: v for k, v in previous.items() if k not in configs}, **curves}
     write_results(
         __file__,

@@ -18,15 +18,21 @@ import argparse
 import tempfile
 from pathlib import Path
 
-import torch
-from _common import previous_rows, print_table, write_results
+from _common import (
+    SHORT_RUN_REFERENCE,
+    SHORT_RUN_SAMPLES,
+    UNTRAINED_INIT,
+    previous_rows,
+    print_table,
+    write_results,
+)
 
 from cds.config import load_params
 from cds.metrics import paper_sinkhorn
 from cds.networks import Control
-from cds.samplers import sample_pf_ode
-from cds.scds import load_scds, train_scds
-from cds.sde import VPSchedule, sub_grid, uniform_grid
+from cds.samplers import Sampler, ShortcutSampler, sampler_from_checkpoint
+from cds.scds import train_scds
+from cds.sde import VPSchedule
 from cds.targets import StandardNormalPrior, get_target
 
 BUDGET = [
@@ -64,17 +70,15 @@ def main(runs: list[str]) -> None:
     if unknown:
         raise SystemExit(f"unknown runs {unknown}; valid: {list(RUNS)}")
     target, prior = get_target("gmm9"), StandardNormalPrior(2)
-    reference = target.sample(1000, torch.Generator().manual_seed(2))
-    one_step = sub_grid(uniform_grid(32), 1)
+    reference = target.sample(1000, SHORT_RUN_REFERENCE.generator())
 
-    def one_step_sinkhorn(control: Control) -> float:
-        x = sample_pf_ode(
-            control, target, prior, one_step, 1000, torch.Generator().manual_seed(3), step_size=1.0
-        )
-        return paper_sinkhorn(x, reference).value
+    def one_step_sinkhorn(sampler: Sampler) -> float:
+        return paper_sinkhorn(sampler.sample(1000, SHORT_RUN_SAMPLES.generator()), reference).value
 
-    torch.manual_seed(0)
-    untrained = one_step_sinkhorn(Control(2, VPSchedule(), step_conditioned=True))
+    UNTRAINED_INIT.seed_global()
+    untrained = one_step_sinkhorn(
+        ShortcutSampler(Control(2, VPSchedule(), step_conditioned=True), target, prior, 1)
+    )
     kept = {r["run"]: r for r in previous_rows(__file__) if runs and r["run"] not in runs}
     rows = []
     for label, (seed, overrides) in RUNS.items():
@@ -86,8 +90,8 @@ def main(runs: list[str]) -> None:
         params = load_params(None, [f"seed={seed}", *BUDGET, *overrides])
         with tempfile.TemporaryDirectory() as tmp:
             train_scds(params, target, Path(tmp) / "s.pt", progress=False)
-            control, _ = load_scds(Path(tmp) / "s.pt")
-        value = one_step_sinkhorn(control)
+            sampler = sampler_from_checkpoint(Path(tmp) / "s.pt", 1)
+        value = one_step_sinkhorn(sampler)
         rows.append({"run": label, "one_step_sinkhorn": value, "vs_untrained": value / untrained})
         print(f"{label}: {value:.3f}", flush=True)
     write_results(__file__, {"budget": BUDGET, "untrained": untrained, "rows": rows})

@@ -7,8 +7,9 @@ of the paper's joint iteration, side by side in one run.
 The straightforward version (kept here only) simulates the SDE step by step with the autograd
 graph through every control evaluation (per-sample time and step embeddings), then adds the
 self-consistency loss and backpropagates once. cds simulates under no_grad, recomputes all
-controls in one batched pass (spec §3) and evaluates the self-consistency steps as in §5 (c).
-The authors' implementation took 0.44–0.49 s per iteration on this machine.
+controls in one batched pass (docs/methods.md §3) and evaluates the self-consistency steps as in
+docs/methods.md §5 (c). The authors' implementation took 0.44–0.49 s per iteration on this
+machine.
 
 Run:  .venv/bin/python benchmarks/scds_speed.py
 """
@@ -16,12 +17,12 @@ Run:  .venv/bin/python benchmarks/scds_speed.py
 from __future__ import annotations
 
 import torch
-from _common import best_of, print_table, write_results
+from _common import TIMING, best_of, print_table, write_results
 from teacher_speed import textbook_rnd
 
 from cds.config import load_params
-from cds.dis import make_control, make_schedule
 from cds.losses import log_variance_loss
+from cds.run_config import make_control, make_schedule
 from cds.scds import SelfConsistencyObjective, draw_shortcut_pairs, pf_ode_step
 from cds.sde import uniform_grid
 from cds.targets import StandardNormalPrior, get_target
@@ -33,15 +34,15 @@ AUTHORS_S = (0.44, 0.49)
 def main() -> None:
     params = load_params(None, [f"scds.optim.batch_size={BATCH}", f"scds.n_steps={N_STEPS}"])
     target = get_target("gmm9")
-    torch.manual_seed(0)
-    control = make_control(2, make_schedule(params), params.scds.network, 250.0, True)
+    TIMING.seed_global()
+    control = make_control(2, make_schedule(params.sde), params.scds.network, 250.0, True)
     with torch.no_grad():  # a trained-like network: the zero output layer would skip work
         control.net.output.weight.normal_(0, 0.01)
     prior = StandardNormalPrior(2)
     grid = uniform_grid(N_STEPS)
     h0 = float(grid[1] - grid[0])
     opt = torch.optim.Adam(control.parameters(), lr=1e-5)
-    gen = torch.Generator().manual_seed(0)
+    gen = TIMING.generator()
 
     def step(loss: torch.Tensor) -> None:
         opt.zero_grad()

@@ -10,7 +10,6 @@ Run:  .venv/bin/python benchmarks/sweep_scaling.py
 
 from __future__ import annotations
 
-import os
 import tempfile
 import time
 from pathlib import Path
@@ -34,7 +33,6 @@ GRID = SweepGrid(name="scaling", targets=["gmm9", "mw54"], seeds=[0, 1])
 
 
 def main() -> None:
-    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
     rows = []
     for workers in (1, 2):
         with tempfile.TemporaryDirectory() as tmp:

@@ -18,12 +18,11 @@ import statistics
 import time
 from pathlib import Path
 
-import torch
-from _common import print_table, write_results
+from _common import TEACHER_LOG_Z_SAMPLES, print_table, write_results
 
 from cds.metrics import log_z_report
+from cds.samplers import DiffusionSampler, sampler_from_checkpoint
 from cds.sde import uniform_grid
-from cds.serving import DiffusionSampler, sampler_from_checkpoint
 
 
 def continuous_minus_discrete(sampler: DiffusionSampler) -> float:
@@ -39,7 +38,7 @@ def measure(checkpoint: Path, n_steps: int, n: int, seed: int) -> dict:
     sampler = sampler_from_checkpoint(checkpoint, n_steps)
     assert isinstance(sampler, DiffusionSampler)
     start = time.perf_counter()
-    weighted = sampler.weighted_samples(n, torch.Generator().manual_seed(seed))
+    weighted = sampler.weighted_samples(n, TEACHER_LOG_Z_SAMPLES.generator(seed))
     report = log_z_report(weighted.log_weights, sampler.target.log_Z)
     offset = continuous_minus_discrete(sampler)
     return {

@@ -1,13 +1,14 @@
 """DIS teacher quality (128 SDE steps) against the paper Sinkhorn's noise floor, per target.
 
-For each target: train with the stated budget (iterations, batch 512, spec defaults otherwise),
-then draw n = 6000 samples and compare with 6000 fresh exact samples; the floor is the mean of
-3 exact-vs-exact pairs at the same n and R = value / floor. gmm9 is also run at several budgets
-(to find the smallest that meets its requirement) and evaluated at n = 20,000. mw54 needs a
-longer run: its LV loss stays on a plateau (s_φ(t) collapsed, the control close to a scaled
-target score at t ≥ 0.5) until about iteration 2000–4000 at a high learning rate, so a short
-schedule, whose LR has decayed by then, never leaves it. Log Z: ELBO and
-importance-sampled estimates from the SDE weights (drift divergence included), and ESS.
+For each target: train with the stated budget (iterations, batch 512, the default params of
+docs/methods.md §10 otherwise), then draw n = 6000 samples with the trained 128-step SDE sampler
+and compare with 6000 fresh exact samples; the floor is the mean of 3 exact-vs-exact pairs at the
+same n and R = value / floor. gmm9 is also run at several budgets (to find the smallest that
+meets its requirement) and evaluated at n = 20,000. mw54 needs a longer run: its LV loss stays
+on a plateau (s_φ(t) collapsed, the control close to a scaled target score at t ≥ 0.5) until
+about iteration 2000–4000 at a high learning rate, so a short schedule, whose LR has decayed by
+then, never leaves it. Log Z: ELBO and importance-sampled estimates from the SDE weights (drift
+divergence included), and ESS.
 
 Run:  .venv/bin/python benchmarks/teacher_quality.py [target ...]
 (naming targets reruns only those and keeps the other rows of the results file)
@@ -20,15 +21,19 @@ import tempfile
 import time
 from pathlib import Path
 
-import torch
-from _common import previous_rows, print_table, write_results
+from _common import (
+    TEACHER_QUALITY_EXACT,
+    TEACHER_QUALITY_SAMPLES,
+    previous_rows,
+    print_table,
+    write_results,
+)
 
 from cds.config import load_params
-from cds.dis import load_teacher, train_teacher
 from cds.metrics import compare_to_exact, log_z_report
-from cds.samplers import sample_sde
-from cds.sde import uniform_grid
-from cds.targets import StandardNormalPrior, get_target
+from cds.samplers import DiffusionSampler, sampler_from_checkpoint
+from cds.targets import get_target
+from cds.teacher import train_teacher
 
 #: (target, training iterations, EMA window, extra evaluation sizes)
 RUNS = [
@@ -42,17 +47,15 @@ RUNS = [
 ]
 
 
-def evaluate(target, control, n: int, seed: int) -> dict:
-    prior = StandardNormalPrior(target.dim)
+def evaluate(sampler: DiffusionSampler, n: int) -> dict:
+    target = sampler.target
     start = time.perf_counter()
-    weighted = sample_sde(
-        control, target, prior, uniform_grid(128), n, torch.Generator().manual_seed(seed)
-    )
+    weighted = sampler.weighted_samples(n, TEACHER_QUALITY_SAMPLES.generator())
     out = {"n": n, "sample_seconds": time.perf_counter() - start}
     out.update(log_z_report(weighted.log_weights, target.log_Z))
     repeats = 3 if n <= 6000 else 1
     out.update(
-        compare_to_exact(target, weighted.samples, torch.Generator().manual_seed(seed + 1), repeats)
+        compare_to_exact(target, weighted.samples, TEACHER_QUALITY_EXACT.generator(), repeats)
     )
     return out
 
@@ -76,9 +79,10 @@ def main(selected: list[str]) -> None:
             start = time.perf_counter()
             train_teacher(params, target, Path(tmp) / "t.pt", progress=False)
             train_s = time.perf_counter() - start
-            control, _ = load_teacher(Path(tmp) / "t.pt")
+            sampler = sampler_from_checkpoint(Path(tmp) / "t.pt", 128)
+            assert isinstance(sampler, DiffusionSampler)
         for n in [6000, *extra_n]:
-            res = evaluate(target, control, n, seed=11)
+            res = evaluate(sampler, n)
             rows.append({"target": name, "iterations": iterations, "train_s": train_s, **res})
             print(f"{name} I={iterations} n={n}: R={res['sinkhorn_ratio']:.3f}", file=sys.stderr)
     if selected:  # keep the other targets' rows from the previous full run

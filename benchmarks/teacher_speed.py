@@ -15,15 +15,16 @@ from __future__ import annotations
 import math
 
 import torch
-from _common import best_of, print_table, write_results
+from _common import TIMING, best_of, print_table, write_results
 
 from cds.config import load_params
-from cds.dis import LogVarianceObjective, make_control, make_schedule
+from cds.integrators import sample_sde
 from cds.losses import log_variance_loss
 from cds.networks import Control
-from cds.samplers import sample_sde
+from cds.run_config import make_control, make_schedule
 from cds.sde import uniform_grid
 from cds.targets import StandardNormalPrior, get_target
+from cds.teacher import LogVarianceObjective
 
 BATCH, N_STEPS, N_SAMPLES = 512, 128, 10_000
 AUTHORS = {"train_step_s": (0.33, 0.45), "sample_10k_s": 1.17}
@@ -67,13 +68,13 @@ def textbook_rnd(control, target, prior, grid, n, gen, grad: bool, d=None, keep=
 def main() -> None:
     params = load_params(None)
     target = get_target("gmm9")
-    schedule = make_schedule(params)
-    torch.manual_seed(0)
+    schedule = make_schedule(params.sde)
+    TIMING.seed_global()
     control = make_control(2, schedule, params.teacher.network, 250.0)
     prior = StandardNormalPrior(2)
     grid = uniform_grid(N_STEPS)
     opt = torch.optim.Adam(control.parameters(), lr=1e-4)
-    gen = torch.Generator().manual_seed(0)
+    gen = TIMING.generator()
     objective = LogVarianceObjective(control, target, prior, grid, BATCH)
 
     def cds_step() -> None:

@@ -13,7 +13,7 @@ __all__ = ["load_sampler"]
 
 def __getattr__(name: str) -> Any:
     if name == "load_sampler":
-        from cds.serving import load_sampler
+        from cds.samplers import load_sampler
 
         return load_sampler
     raise AttributeError(f"module 'cds' has no attribute {name!r}")

@@ -1,4 +1,4 @@
-"""CDDS: consistency distillation of the DIS teacher into a one-step sampler (spec §4).
+"""CDDS: consistency distillation of the DIS teacher into a one-step sampler (docs/methods.md §4).
 
 Each iteration draws a coarse pair j, integrates the frozen teacher's PF ODE from prior samples
 on the fine grid only up to n_{j+1} (incomplete trajectories; or draws stored pairs from a
@@ -15,7 +15,7 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Unpack
 
 import torch
 from torch import Tensor
@@ -29,16 +29,16 @@ from cds.checkpoints import (
     save_checkpoint,
 )
 from cds.config import CDDSParams, Params
-from cds.dis import fingerprint, make_schedule, run_config
-from cds.flows import batch_jacobian, log_abs_det_jacobian
+from cds.integrators import coarse_indices, pf_ode_states
+from cds.jacobians import batch_jacobian, log_abs_det_jacobian
 from cds.losses import consistency_loss
 from cds.metrics import log_z_report, paper_sinkhorn
 from cds.networks import ConsistencyStudent, Control, consistency_scalings
-from cds.samplers import coarse_indices, pf_ode_states
+from cds.run_config import cdds_config, make_schedule
 from cds.sde import uniform_grid
 from cds.targets.base import Target
 from cds.targets.prior import StandardNormalPrior
-from cds.training import Trainer, TrainingMonitor, TrainingResult
+from cds.training import RunOptions, TrainingResult, train
 
 STUDENT_KIND = "cdds"
 
@@ -93,7 +93,7 @@ def generate_fragments(
 
 @dataclass
 class ConsistencyObjective:
-    """One CDDS iteration (spec §4, steps 1–4)."""
+    """One CDDS iteration (docs/methods.md §4, steps 1–4)."""
 
     student: ConsistencyStudent
     teacher: Control
@@ -110,7 +110,8 @@ class ConsistencyObjective:
     def _pairs(self, generator: torch.Generator) -> tuple[Tensor, Tensor, Tensor]:
         """(x_lo, x_hi, j) rows for one iteration, following `pair_sampling`:
 
-        - "shared": one j for the whole batch, paths integrated only up to n_{j+1} (spec §4);
+        - "shared": one j for the whole batch, paths integrated only up to n_{j+1} (docs/methods.md
+          §4);
         - "all": every path integrated to T and all consecutive pairs used (B·(J − 1) rows).
         A bank gives one j per batch ("shared") or a random row per sample ("all").
         """
@@ -193,20 +194,16 @@ def train_student(
     teacher_hash: str,
     checkpoint_path: str | Path,
     bank: FragmentBank | None = None,
-    log_path: str | Path | None = None,
-    progress: bool = True,
-    stop_after: int | None = None,
-    monitor: TrainingMonitor | None = None,
-    reuse_finished: bool = False,
+    **options: Unpack[RunOptions],
 ) -> TrainingResult:
-    """Distil `teacher` into a consistency student (resumes an unfinished checkpoint of the
-    same fingerprint; a finished one only with `reuse_finished`; `monitor` watches the run)."""
+    """Distil `teacher` into a consistency student (`Trainer.try_resume` says which
+    checkpoints resume; `options` say how the run is watched, `RunOptions`)."""
     cfg = params.cdds
-    schedule = make_schedule(params)
-    torch.manual_seed(seeding.stream_seed(params.seed, seeding.INIT))
-    student = ConsistencyStudent(
-        target.dim, schedule.T, cfg.network.width, cfg.network.depth, cfg.network.activation
-    )
+    schedule = make_schedule(params.sde)
+    with seeding.initialisation(params.seed):
+        student = ConsistencyStudent(
+            target.dim, schedule.T, cfg.network.width, cfg.network.depth, cfg.network.activation
+        )
     if cfg.network == params.teacher.network:
         student.warm_start_from(teacher)
     prior = StandardNormalPrior(target.dim, params.sde.prior_truncation)
@@ -226,8 +223,6 @@ def train_student(
         ema_target=copy.deepcopy(student) if cfg.target_network == "ema" else None,
         refresh_seed=params.seed,
     )
-    config = run_config(params, cdds=cfg.model_dump(), teacher=teacher_hash)
-
     reference = None
     if target.has_exact_samples:
         reference = target.sample(
@@ -250,23 +245,19 @@ def train_student(
                 report["sinkhorn"] = paper_sinkhorn(model(x0, schedule.T), reference).value
         return report
 
-    trainer = Trainer(
+    return train(
         student,
         objective,
         cfg.optim,
-        seed=seeding.stream_seed(params.seed, seeding.TRAIN),
         kind=STUDENT_KIND,
-        fingerprint=fingerprint(config),
+        config=cdds_config(params, teacher_hash),
+        dim=target.dim,
+        seed=seeding.stream_seed(params.seed, seeding.TRAIN),
         checkpoint_path=checkpoint_path,
-        metadata={"config": json.dumps(config), "dim": target.dim},
         evaluation=evaluation,
         eval_every=cfg.eval_every,
-        log_path=log_path,
-        progress=progress,
-        monitor=monitor,
+        **options,
     )
-    trainer.try_resume(reuse_finished)
-    return trainer.run(stop_after=stop_after)
 
 
 def one_step_log_weights(
@@ -276,8 +267,8 @@ def one_step_log_weights(
     n: int,
     generator: torch.Generator,
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """Samples, DF log weights log ρ(f(x₀)) − log p(x₀) + log|det ∂f/∂x₀| (exact Jacobian, spec
-    §6) and the Jacobian determinant signs of the one-step map."""
+    """Samples, DF log weights log ρ(f(x₀)) − log p(x₀) + log|det ∂f/∂x₀| (exact Jacobian,
+    docs/methods.md §6) and the Jacobian determinant signs of the one-step map."""
     x0 = prior.sample(n, generator)
     with torch.no_grad():
         x = student(x0, student.T)
@@ -290,7 +281,7 @@ def one_step_log_abs_det(
     student: ConsistencyStudent, x0: Tensor, chunk: int = 1024
 ) -> tuple[Tensor, Tensor]:
     """Exact log|det ∂f/∂x₀| and det sign of the one-step map f(x₀) = c_s·x₀ + c_o·G(W·x₀ + e),
-    for any dimension D (spec §6).
+    for any dimension D (docs/methods.md §6).
 
     G is the network after its input layer W (width w × D), so ∂f/∂x₀ = c_s·I_D + c_o·J_G·W with
     J_G = ∂G/∂h (D × w). Sylvester's identity det(I_D + A·B) = det(I_w + B·A) gives

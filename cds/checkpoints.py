@@ -1,13 +1,13 @@
 """Atomic checkpoint files, loaded with `torch.load(weights_only=True)`.
 
 A checkpoint is a dict of tensors, state_dicts and plain Python values (never pickled modules,
-spec pitfall 9). Writes go to a temporary file in the same directory, are fsynced, then renamed
-over the destination, so a reader sees either the old file or the new one, never a partial one.
-Each file carries the sha256 of its content (`content_digest`), checked on every load: an
-integrity check that refuses a file changed after it was written (a partial copy, an edit that
+docs/methods.md §12, pitfall 9). Writes go to a temporary file in the same directory, are fsynced,
+then renamed over the destination, so a reader sees either the old file or the new one, never a
+partial one. Each file carries the sha256 of its content (`content_digest`), checked on every load:
+an integrity check that refuses a file changed after it was written (a partial copy, an edit that
 did not recompute the digest). It is not a signature; what keeps a crafted file from running
 code is `weights_only` loading and the rule that no loader imports what a file names
-(`cds.serving`).
+(`cds.samplers`).
 """
 
 from __future__ import annotations

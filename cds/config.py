@@ -1,9 +1,9 @@
 """Validated parameters (params.yaml), with pydantic.
 
-Every key is either consumed or rejected (spec pitfall 4): models forbid unknown keys, and
-`load_params` turns pydantic's errors into one `ParamsError` that names each offending key and
-value, before any expensive work starts. Defaults are the spec's §10 values except where the
-embedded default budget says otherwise.
+Every key is either consumed or rejected (docs/methods.md §12, pitfall 4): models forbid unknown
+keys, and `load_params` turns pydantic's errors into one `ParamsError` that names each offending
+key and value, before any expensive work starts. Defaults are those of docs/methods.md §10 except
+where the embedded default budget says otherwise.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from pydantic import (
 )
 
 from cds.networks import ACTIVATIONS
-from cds.targets.registry import TARGETS
+from cds.targets.catalog import TARGETS
 
 PositiveInt = Annotated[int, Field(gt=0)]
 PositiveFloat = Annotated[float, Field(gt=0)]
@@ -76,7 +76,7 @@ class SDEParams(_Strict):
 
 
 class NetworkParams(_Strict):
-    """Main network of spec §2: `depth` linear layers of `width` units."""
+    """Main network of docs/methods.md §2: `depth` linear layers of `width` units."""
 
     width: PositiveInt = 64
     depth: Annotated[int, Field(ge=2)] = 4
@@ -103,7 +103,7 @@ class ClipParams(_Strict):
 
 
 class OptimParams(_Strict):
-    """Adam with step decay, gradient clipping and the EMA of spec §10."""
+    """Adam with step decay, gradient clipping and the EMA of docs/methods.md §10."""
 
     iterations: PositiveInt = 20_000
     batch_size: Annotated[int, Field(ge=2)] = 512
@@ -118,22 +118,22 @@ class OptimParams(_Strict):
 
 
 class TeacherParams(_Strict):
-    """DIS teacher (spec §3)."""
+    """DIS teacher (docs/methods.md §3)."""
 
     n_steps: PositiveInt = 128
     network: NetworkParams = NetworkParams()
     clip: ClipParams = ClipParams()
-    # Embedded default budget: measured to reach the gmm9 noise floor (README, results).
+    # Embedded default budget: measured to reach the gmm9 noise floor (docs/decisions.md).
     optim: OptimParams = OptimParams(iterations=1000, ema_window=300)
     eval_every: PositiveInt = 500
     eval_samples: PositiveInt = 2000
 
 
 class CDDSParams(_Strict):
-    """Consistency distillation of the teacher (spec §4)."""
+    """Consistency distillation of the teacher (docs/methods.md §4)."""
 
     n_fine: PositiveInt = 128
-    #: 5 coarse points (K ≤ 4), not the spec's 18: with 4 pairs the boundary condition reaches
+    #: 5 coarse points (K ≤ 4), not the paper's 18: with 4 pairs the boundary condition reaches
     #: τ = T in 4 bootstrap links instead of 17. At 30,000 iterations on gmm9 the one-step
     #: student is 1.19× the teacher with 5 points; 18 points diverged (cdds_quality.py).
     n_coarse: Annotated[int, Field(ge=2)] = 5
@@ -144,16 +144,17 @@ class CDDSParams(_Strict):
     target_network: Literal["stopgrad", "ema"] = "stopgrad"
     target_ema_decay: Annotated[float, Field(gt=0, lt=1)] = 0.999
     #: "bank" (default): pairs drawn from the fragment stage's bank, about 7× less CPU than
-    #: "online" at equal quality (README, results); "refresh" rebuilds it every refresh_every.
+    #: "online" at equal quality (docs/decisions.md); "refresh" rebuilds it every refresh_every.
     fragments: Literal["online", "bank", "refresh"] = "bank"
     #: "shared": one pair index per batch (paper); "all": every pair of every path.
     pair_sampling: Literal["shared", "all"] = "shared"
     bank_size: PositiveInt = 262_144
     refresh_every: PositiveInt = 500
     #: 100,000 iterations at lr 5e-3: lr 2e-3 gives 1.18× the teacher on gmm9 (1.26× at
-    #: n = 20,000); 150,000 iterations with MSE 1.096× (1.141×) (README, cdds_quality.json).
-    #: The lr is per target: on mw54 lr 5e-3 oscillates (1.57×) and lr 3e-3 gives 1.14×, which
-    #: on gmm9 gives 1.19× (1.13× / 1.16× at 200,000 iterations); set 3e-3 there.
+    #: n = 20,000); 150,000 iterations with MSE 1.096× (1.141×) (docs/decisions.md,
+    #: cdds_quality.json). The lr is per target: on mw54 lr 5e-3 oscillates (1.57×) and lr 3e-3
+    #: gives 1.14×, which on gmm9 gives 1.19× (1.13× / 1.16× at 200,000 iterations); set 3e-3
+    #: there.
     optim: OptimParams = OptimParams(
         iterations=100_000, lr=5e-3, ema_window=300, checkpoint_every=2500
     )
@@ -170,7 +171,7 @@ class CDDSParams(_Strict):
 
 
 class SCDSParams(_Strict):
-    """Self-consistent diffusion sampler trained from scratch (spec §5)."""
+    """Self-consistent diffusion sampler trained from scratch (docs/methods.md §5)."""
 
     n_steps: PositiveInt = 128
     network: NetworkParams = NetworkParams()
@@ -184,22 +185,24 @@ class SCDSParams(_Strict):
     #: iteration's detached states: one network evaluation with gradient on B states each
     #: (fine_ode; half_steps adds two without), against the ~2N·B of the sampling loss, so the
     #: shortcut gets more updates at little cost. Default 32 with fine_ode, ramped in over the
-    #: first quarter (README: gmm9 one step 1.22× the teacher at 1500 iterations, stable at 300;
-    #: the paper has 0).
+    #: first quarter (docs/decisions.md: gmm9 one step 1.22× the teacher at 1500 iterations,
+    #: stable at 300; the paper has 0).
     sc_extra_steps: Annotated[int, Field(ge=0)] = 32
     #: Curriculum for those extra steps: their number rises linearly from 0 at the first
     #: iteration to sc_extra_steps at this fraction of the iterations, so the shortcut is not
     #: pulled hard towards the ODE of a sampler that is not trained yet. 0: all from the start.
     sc_extra_ramp: Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)] = 0.25
     #: Curriculum over step sizes: the half-step level j ∈ {0, …, L−1} of the self-consistency
-    #: pairs is drawn with probability ∝ 2^(level_bias·j). 0 is uniform (spec §5); 1 draws each
-    #: step size in proportion to its size, so the one-step level is trained most often.
+    #: pairs is drawn with probability ∝ 2^(level_bias·j). 0 is uniform (docs/methods.md §5); 1
+    #: draws each step size in proportion to its size, so the one-step level is trained most
+    #: often.
     level_bias: Annotated[float, Field(ge=-4, le=4, allow_inf_nan=False)] = 0.0
     #: The self-consistency target for a step 2d from x_t. "half_steps": two PF-ODE steps of d
-    #: with the stop-gradient network (spec §5 (c), the paper), on SDE states. "fine_ode": the
-    #: state 2d later on a PF-ODE path integrated at the base step h₀ with the stop-gradient
-    #: network (B paths per iteration, states and targets from them): each shortcut learns the
-    #: sampler's own fine ODE directly instead of bootstrapping through the levels below it.
+    #: with the stop-gradient network (docs/methods.md §5 (c), the paper), on SDE states.
+    #: "fine_ode": the state 2d later on a PF-ODE path integrated at the base step h₀ with the
+    #: stop-gradient network (B paths per iteration, states and targets from them): each shortcut
+    #: learns the sampler's own fine ODE directly instead of bootstrapping through the levels
+    #: below it.
     sc_target: Literal["half_steps", "fine_ode"] = "fine_ode"
     optim: OptimParams = OptimParams(iterations=1500, ema_window=300)
 

@@ -1,4 +1,4 @@
-"""Training losses (spec §3–§5)."""
+"""Training losses (docs/methods.md §3–§5)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ RND_DROP_THRESHOLD = 1e8
 
 
 def log_variance_loss(rnd: Tensor, dim: int) -> tuple[Tensor, int]:
-    """L_LV = (1/D)·Var_b(R_b), the unbiased sample variance over the kept paths (spec §3).
+    """L_LV = (1/D)·Var_b(R_b), the unbiased sample variance over the kept paths (docs/methods.md
+    §3).
 
     Paths with non-finite R or R ≥ 1e8 are dropped first; returns the loss and the drop count.
     With fewer than two kept paths the loss is NaN, which the trainer's skip rule catches.
@@ -27,7 +28,7 @@ def consistency_loss(prediction: Tensor, target: Tensor, kind: str = "mse") -> T
     """(1/D)·mean over batch of a per-sample distance between prediction and (detached) target.
 
     - "mse": (1/D)·mean over batch and coordinates of (f − f⁻)², the faithful default with its
-      effective 1/D² factor (spec §4, pitfall 14);
+      effective 1/D² factor (docs/methods.md §4; §12, pitfall 14);
     - "pseudo_huber": (1/D)·mean over batch of √(‖f − f⁻‖² + c²) − c with c = 0.00054·√D
       (Song & Dhariwal 2023), less sensitive to outlying pairs.
     """

@@ -1,4 +1,5 @@
-"""Networks of spec §2: Fourier time embedding, main network, score-weight net, and the control.
+"""Networks of docs/methods.md §2: Fourier time embedding, main network, score-weight net, and the
+control.
 
 The control (DIS, CDDS teacher, SCDS; d is SCDS only):
 
@@ -64,7 +65,8 @@ class FourierEmbedding(nn.Module):
 
 
 class MainNetwork(nn.Module):
-    """NN(x, t[, d]) of spec §2 with `depth` linear layers on the x path (default 4, width 64).
+    """NN(x, t[, d]) of docs/methods.md §2 with `depth` linear layers on the x path (default 4,
+    width 64).
 
     h = Linear(D→W)(x) + E_t(t) [+ E_d(d)]; (depth − 2) × h ← Linear(W→W)(act(h));
     output Linear(W→D)(act(h)) initialized to zero.
@@ -148,7 +150,7 @@ class ScoreWeightNet(nn.Module):
 
 
 class Control(nn.Module):
-    """The control u_θ(x, t[, d]) of spec §2, with its clip values as (saved) buffers."""
+    """The control u_θ(x, t[, d]) of docs/methods.md §2, with its clip values as (saved) buffers."""
 
     def __init__(
         self,
@@ -174,7 +176,7 @@ class Control(nn.Module):
         return self.net.step_conditioned
 
     def set_clips(self, clip_net: float, clip_score: float) -> None:
-        """Set the clamp values c_m and c_s (the clip schedule of spec §2)."""
+        """Set the clamp values c_m and c_s (the clip schedule of docs/methods.md §2)."""
         self.clip_net.fill_(clip_net)
         self.clip_score.fill_(clip_score)
 
@@ -185,12 +187,12 @@ class Control(nn.Module):
         weight = self.schedule.sigma(t) * torch.clamp(self.score_weight(t), -c, c)
         return embedding, weight
 
-    def guidance(self, x: Tensor, t: float, target_score: Tensor | None) -> Tensor:
-        """C_s((1 − t/T)·(−x) + (t/T)·∇log ρ(x)); θ-independent. `target_score` may be None at
-        t = 0, where its weight is 0."""
+    def guidance(self, x: Tensor, t: Tensor | float, target_score: Tensor | None) -> Tensor:
+        """C_s((1 − t/T)·(−x) + (t/T)·∇log ρ(x)); θ-independent. `t` is one time, or one per
+        sample with shape (B, 1); `target_score` may be None where every t is 0 (weight 0)."""
         lam = t / self.schedule.T
         mix = -(1.0 - lam) * x
-        if lam != 0.0:
+        if lam != 0.0 if isinstance(lam, float) else bool(lam.ne(0).any()):
             if target_score is None:
                 raise ValueError(f"a target score is needed at t = {t} > 0")
             mix = mix + lam * target_score
@@ -200,35 +202,35 @@ class Control(nn.Module):
     def evaluate(
         self, x: Tensor, embedding: Tensor, score_weight: Tensor, guidance: Tensor
     ) -> Tensor:
-        """u from precomputed time conditioning; `embedding` and `score_weight` must broadcast
-        against x (e.g. (1, W) and a scalar for one time, (N, 1, W) and (N, 1, 1) for a grid)."""
+        """u from precomputed time conditioning (the integrators compute it once per grid);
+        `embedding` and `score_weight` must broadcast against x (e.g. (1, W) and a scalar for
+        one time, (N, 1, W) and (N, 1, 1) for a grid)."""
         c = self.clip_net
         return torch.clamp(self.net.body(x, embedding), -c, c) + score_weight * guidance
 
-    def per_sample(
-        self, x: Tensor, t: Tensor, score_fn: Callable[[Tensor], Tensor], d: Tensor | None = None
-    ) -> Tensor:
-        """u_θ(x_b, t_b[, d_b]) with a time (and step) per sample; `score_fn` is ∇log ρ, called
-        only when some t_b > 0 (the score's weight is 0 at t = 0)."""
-        embedding, weight = self.time_conditioning(t, d)
-        lam = (t / self.schedule.T)[:, None]
-        mix = -(1.0 - lam) * x
-        if bool((t > 0).any()):
-            mix = mix + lam * score_fn(x)
-        c = self.clip_score
-        return self.evaluate(x, embedding, weight[:, None], torch.clamp(mix, -c, c))
-
     def forward(
-        self, x: Tensor, t: float, target_score: Tensor | None, d: float | None = None
+        self,
+        x: Tensor,
+        t: Tensor | float,
+        score_fn: Callable[[Tensor], Tensor] | None,
+        d: Tensor | float | None = None,
     ) -> Tensor:
-        """u_θ(x, t[, d]) at a single time t for a batch x (B, D)."""
-        tt = torch.tensor([t], dtype=x.dtype)
-        dd = None if d is None else torch.tensor([d], dtype=x.dtype)
-        embedding, weight = self.time_conditioning(tt, dd)
-        return self.evaluate(x, embedding, weight, self.guidance(x, t, target_score))
+        """u_θ(x, t[, d]) for a batch x (B, D): u = C_m(NN(x, t[, d])) + σ(t)·C_m(s_φ(t))·g with
+        the guidance g of `guidance` (docs/methods.md §2). `t` (and `d`) is one time for the
+        batch or one per sample, shape (B,). `score_fn` is ∇log ρ, called only when some t > 0
+        (its weight is 0 at t = 0), so it may be None for a batch at t = 0."""
+        if isinstance(t, Tensor):
+            embedding, weight = self.time_conditioning(t, d)  # type: ignore[arg-type]
+            weight, t_b, needs_score = weight[:, None], t[:, None], bool((t > 0).any())
+        else:
+            steps = None if d is None else torch.tensor([d], dtype=x.dtype)
+            embedding, weight = self.time_conditioning(torch.tensor([t], dtype=x.dtype), steps)
+            t_b, needs_score = t, t != 0.0
+        score = score_fn(x) if needs_score and score_fn is not None else None
+        return self.evaluate(x, embedding, weight, self.guidance(x, t_b, score))
 
 
-#: σ_d of the consistency parametrization (spec §4).
+#: σ_d of the consistency parametrization (docs/methods.md §4).
 SIGMA_DATA = 0.5
 
 
@@ -239,10 +241,10 @@ def consistency_scalings(tau: Tensor, sigma_data: float = SIGMA_DATA) -> tuple[T
 
 
 class ConsistencyStudent(nn.Module):
-    """CDDS consistency function f_θ(x, τ) = c_skip(τ)·x + c_out(τ)·F_θ(x, τ) (spec §4).
+    """CDDS consistency function f_θ(x, τ) = c_skip(τ)·x + c_out(τ)·F_θ(x, τ) (docs/methods.md §4).
 
-    τ = T − t is the time to go. F_θ is the main network of spec §2 fed τ where t would go,
-    with no score branch and no step input, so sampling needs no ∇log ρ.
+    τ = T − t is the time to go. F_θ is the main network of docs/methods.md §2 fed τ where t would
+    go, with no score branch and no step input, so sampling needs no ∇log ρ.
     """
 
     def __init__(

@@ -16,7 +16,7 @@ import mlflow
 import pandas as pd
 import torch
 
-from cds.serving import sampler_from_checkpoint
+from cds.samplers import sampler_from_checkpoint
 
 
 class SamplerModel(mlflow.pyfunc.PythonModel):

@@ -1,288 +1,288 @@
-"""Simulation of the controlled SDE and the probability-flow ODE (spec §1, §3).
+"""Trained samplers as self-contained torch modules with `.sample(n, generator)`.
 
-Euler–Maruyama step on the grid t_0 < … < t_N:
-    x_{k+1} = x_k + [μ(x_k, t_k) + σ(t_k)·u_k]·Δt_k + σ(t_k)·√Δt_k·ξ_k,    ξ_k ~ N(0, I).
+`sampler_from_checkpoint` rebuilds the sampler a training run produced (CDDS: one consistency
+step, docs/methods.md §4; SCDS: K shortcut ODE steps, docs/methods.md §5; DIS: the N-step SDE,
+docs/methods.md §3). `load_sampler` does the same for a model in the MLflow registry
+(`models:/cds-gmm9@champion`, whose file is checked against the version's `checkpoint_md5` tag), a
+run artifact, or a local checkpoint path.
 
-Discretized Radon–Nikodym derivative (spec §3), with ū_k = stopgrad(u_k):
-    R = log p_prior(x_0) + Σ_k [u_k·(ū_k − ½u_k)·Δt_k + √Δt_k·u_k·ξ_k − Δdiv_k] − log ρ(x_N),
-so that −R is a log importance weight of the discrete chain. With the discrete normaliser
-Δdiv_k = D·log(1 + ½β(t_k)·Δt_k) (`VPSchedule.drift_divergence_increments`),
-E[exp(−R)] = Z exactly for any control and any number of steps, and E[−R] ≤ log Z. Δdiv is
-always included here, so ELBO = mean(−R) and log-mean-exp(−R) are valid estimates.
-
-Euler step of the PF ODE:  x_{k+1} = x_k + Δt_k·[½β(t_k)·x_k + ½σ(t_k)·u_k].
+Loading never runs code named inside a file. SCDS and DIS need their target at sampling time:
+a built-in target is rebuilt by name from the checkpoint; a user target (`module:Class` in the
+file) is used only when the caller passes it (`target=`) or says it trusts the file's author
+(`trust_target_code=True`, which imports the named class). CDDS needs no target.
 """
 
 from __future__ import annotations
 
-import math
+import hashlib
+import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass
+from pathlib import Path
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
-from cds.networks import Control
+from cds.checkpoints import CheckpointError, load_checkpoint
+from cds.integrators import (
+    WeightedSamples,
+    coarse_indices,
+    consistency_times_to_go,
+    sample_consistency,
+    sample_pf_ode,
+    sample_sde,
+)
+from cds.networks import ConsistencyStudent, Control
+from cds.sde import VPSchedule, is_power_of_two, uniform_grid
+from cds.targets import StandardNormalPrior, get_target
 from cds.targets.base import Target
-from cds.targets.prior import StandardNormalPrior
+from cds.targets.catalog import TARGETS
+
+#: File name of the checkpoint inside a logged MLflow model's artifacts.
+CHECKPOINT_ARTIFACT = "sampler.pt"
 
 
-@dataclass
-class SDEPaths:
-    """A batch of detached Euler–Maruyama paths and what the RND needs from them.
+class Sampler(nn.Module):
+    """A trained sampler: `sample(n, generator)` → (n, dim) float32 samples using `nfe` network
+    evaluations per sample."""
 
-    states (N+1, B, D), noises (N, B, D), guidance (N, B, D): the clamped interpolated score at
-    each (x_k, t_k) (θ-independent), log_prior (B,), log_target (B,).
-    """
+    method: str
+    dim: int
+    nfe: int
 
-    states: Tensor
-    noises: Tensor
-    guidance: Tensor
-    log_prior: Tensor
-    log_target: Tensor
+    def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        raise NotImplementedError
 
 
-def _step_sizes(grid: Tensor, step_size: float | None) -> Tensor | None:
-    """The step-size input d per grid time (SCDS), or None for an unconditioned control."""
-    if step_size is None:
+def _check_n(n: int) -> None:
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"n must be a positive integer, got {n!r}")
+
+
+class ConsistencySampler(Sampler):
+    """CDDS: x = f_θ(x₀, T) with x₀ from the prior, one network evaluation; with K > 1 steps,
+    the multistep consistency sampler on the times to go `taus` (docs/methods.md §4)."""
+
+    method = "cdds"
+
+    def __init__(
+        self,
+        student: ConsistencyStudent,
+        prior: StandardNormalPrior,
+        alpha: Callable[[float], float],
+        taus: list[float],
+    ):
+        super().__init__()
+        self.student = student
+        self.prior = prior
+        self.alpha = alpha
+        self.taus = taus
+        self.dim = student.dim
+        self.nfe = len(taus)
+
+    def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        _check_n(n)
+        x0 = self.prior.sample(n, generator)
+        return sample_consistency(self.student, self.alpha, self.taus, x0, generator)
+
+
+class _ControlSampler(Sampler):
+    """A sampler that integrates a trained control on a uniform grid of `n_steps` steps."""
+
+    def __init__(self, control: Control, target: Target, prior: StandardNormalPrior, n_steps: int):
+        super().__init__()
+        self.control = control
+        self.target = target
+        self.prior = prior
+        self.dim = target.dim
+        self.nfe = n_steps
+        self.grid = uniform_grid(n_steps, control.schedule.T)
+
+
+class ShortcutSampler(_ControlSampler):
+    """SCDS: K Euler steps of the step-conditioned PF ODE with step size d = T/K (docs/methods.md
+    §5)."""
+
+    method = "scds"
+
+    def __init__(self, control: Control, target: Target, prior: StandardNormalPrior, n_steps: int):
+        if not is_power_of_two(n_steps):
+            raise ValueError(f"n_steps must be a power of two, got {n_steps}")
+        super().__init__(control, target, prior, n_steps)
+
+    def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        _check_n(n)
+        step = self.control.schedule.T / self.nfe
+        x = sample_pf_ode(
+            self.control, self.target, self.prior, self.grid, n, generator, step_size=step
+        )
+        return x.detach()
+
+
+class DiffusionSampler(_ControlSampler):
+    """The N-step Euler–Maruyama SDE sampler (docs/methods.md §3): the DIS teacher (the 128-step
+    baseline), or an SCDS control run as a diffusion sampler with its base step d = T/N
+    (docs/methods.md §5)."""
+
+    def __init__(
+        self,
+        control: Control,
+        target: Target,
+        prior: StandardNormalPrior,
+        n_steps: int,
+        step_size: float | None = None,
+    ):
+        super().__init__(control, target, prior, n_steps)
+        self.step_size = step_size
+        self.method = "dis" if step_size is None else "scds-sde"
+
+    def weighted_samples(self, n: int, generator: torch.Generator | None = None) -> WeightedSamples:
+        """n samples with their log importance weights −R (docs/methods.md §3)."""
+        _check_n(n)
+        return sample_sde(
+            self.control, self.target, self.prior, self.grid, n, generator, self.step_size
+        )
+
+    def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        return self.weighted_samples(n, generator).samples
+
+
+def sampler_from_checkpoint(
+    path: str | Path,
+    n_steps: int | None = None,
+    sde: bool = False,
+    target: Target | None = None,
+    trust_target_code: bool = False,
+) -> Sampler:
+    """The sampler stored in a finished training checkpoint (teacher, CDDS or SCDS).
+
+    `n_steps` picks the CDDS or SCDS budget (default 1) or the DIS step count (default: the
+    trained one). `sde=True` turns an SCDS checkpoint into its N-step diffusion sampler (the
+    trained grid and base step, docs/methods.md §5), whose SDE weights are valid at K = N. `target`
+    and `trust_target_code`: how an SCDS or DIS sampler gets its target (module docstring)."""
+    from cds.cdds import STUDENT_KIND, load_student
+    from cds.scds import SCDS_KIND, load_scds
+    from cds.teacher import TEACHER_KIND, load_teacher
+
+    kind = load_checkpoint(path).get("kind")
+    if sde and kind != SCDS_KIND:
+        raise ValueError(f"{path}: sde=True needs an SCDS checkpoint, this one is {kind!r}")
+    if kind == STUDENT_KIND:
+        student, config = load_student(path)
+        n_fine, n_coarse = int(config["cdds"]["n_fine"]), int(config["cdds"]["n_coarse"])
+        coarse = coarse_indices(n_fine, n_coarse)
+        taus = consistency_times_to_go(n_steps or 1, coarse, n_fine, student.T)
+        return ConsistencySampler(
+            student, _prior(config, student.dim), _schedule(config).alpha, taus
+        )
+    if kind == SCDS_KIND:
+        control, config = load_scds(path)
+        trained = int(config["scds"]["n_steps"])
+        if n_steps is not None and n_steps > trained:
+            raise ValueError(f"n_steps = {n_steps}: this SCDS was trained for at most {trained}")
+        target = _target(path, config, control.dim, target, trust_target_code)
+        prior = _prior(config, target.dim)
+        if sde:
+            return DiffusionSampler(control, target, prior, trained, control.schedule.T / trained)
+        return ShortcutSampler(control, target, prior, n_steps or 1)
+    if kind == TEACHER_KIND:
+        control, config = load_teacher(path)
+        target = _target(path, config, control.dim, target, trust_target_code)
+        steps = n_steps or int(config["teacher"]["n_steps"])
+        return DiffusionSampler(control, target, _prior(config, target.dim), steps)
+    raise CheckpointError(f"{path}: kind {kind!r} is not a sampler (expected dis, cdds or scds)")
+
+
+class UntrustedTargetError(CheckpointError):
+    """A checkpoint names user code as its target and the caller did not trust it."""
+
+
+def _target(path: str | Path, config: dict, dim: int, given: Target | None, trust: bool) -> Target:
+    """The sampler's target: `given`, a built-in rebuilt by name, or (trusted) a user class."""
+    name, options = config["target"]["name"], config["target"]["options"]
+    if given is not None:
+        if given.dim != dim:
+            raise ValueError(
+                f"target has dim {given.dim}, the checkpoint {path} was trained for {dim}"
+            )
+        return given
+    if name in TARGETS or trust:
+        return get_target(name, **options)
+    raise UntrustedTargetError(
+        f"{path}: the sampler needs its target, which the file names as user code {name!r}; "
+        "pass the density (target=...) or, if you trust whoever wrote the file, "
+        "trust_target_code=True"
+    )
+
+
+def _schedule(config: dict) -> VPSchedule:
+    sde = config["sde"]
+    return VPSchedule(sde["beta_min"], sde["beta_max"], sde["T"])
+
+
+def _prior(config: dict, dim: int) -> StandardNormalPrior:
+    return StandardNormalPrior(dim, config["sde"]["prior_truncation"])
+
+
+def load_sampler(
+    uri: str | Path,
+    n_steps: int | None = None,
+    target: Target | None = None,
+    trust_target_code: bool = False,
+) -> Sampler:
+    """A registered sampler as a torch module: `load_sampler("models:/cds-gmm9@champion")`.
+
+    `uri` is any MLflow model URI (`models:/NAME@ALIAS`, `models:/NAME/VERSION`, `runs:/…`)
+    resolved against the current tracking/registry URI, or a local checkpoint path. A registry
+    version's file must match its `checkpoint_md5` tag. `target`, `trust_target_code`: see
+    `sampler_from_checkpoint`."""
+    how = {"n_steps": n_steps, "target": target, "trust_target_code": trust_target_code}
+    local = Path(uri)
+    if not str(uri).partition(":/")[1] and local.exists():
+        return sampler_from_checkpoint(local, **how)
+    import mlflow
+
+    with tempfile.TemporaryDirectory() as tmp:
+        model_dir = Path(mlflow.artifacts.download_artifacts(artifact_uri=str(uri), dst_path=tmp))
+        checkpoints = list(model_dir.rglob(CHECKPOINT_ARTIFACT))
+        if len(checkpoints) != 1:
+            raise CheckpointError(
+                f"{uri}: expected one {CHECKPOINT_ARTIFACT} in the model, found {len(checkpoints)}"
+            )
+        expected = _registered_md5(str(uri))
+        if expected is not None:
+            with checkpoints[0].open("rb") as fh:
+                actual = hashlib.file_digest(fh, "md5").hexdigest()
+            if actual != expected:
+                raise CheckpointError(
+                    f"{uri}: the model's {CHECKPOINT_ARTIFACT} (md5 {actual}) is not the file "
+                    f"that was registered (checkpoint_md5 {expected}); refusing to load it"
+                )
+        return sampler_from_checkpoint(checkpoints[0], **how)
+
+
+def _registered_md5(uri: str) -> str | None:
+    """The `checkpoint_md5` tag of the registry version a `models:/` URI names (None for other
+    URIs). A registry version without the tag is refused."""
+    if not uri.startswith("models:/"):
         return None
-    return torch.full((grid.numel() - 1,), float(step_size), dtype=grid.dtype)
+    import mlflow
 
-
-@dataclass
-class _GridTerms:
-    """Everything on a grid that depends on time only, computed once per simulation."""
-
-    control: Control
-    target: Target | None
-    times: list[float]
-    dts: list[float]
-    sigmas: list[float]
-    embedding: Tensor
-    weight: Tensor
-
-    def control_at(self, k: int, x: Tensor) -> Tensor:
-        """u(x, t_k) with the precomputed conditioning; no ∇log ρ call at t = 0."""
-        t = self.times[k]
-        score = None if t == 0.0 else self.target.score(x)  # type: ignore[union-attr]
-        guidance = self.control.guidance(x, t, score)
-        return self.control.evaluate(x, self.embedding[k : k + 1], self.weight[k], guidance)
-
-
-def _grid_terms(
-    control: Control, target: Target | None, grid: Tensor, step_size: float | None = None
-) -> _GridTerms:
-    embedding, weight = control.time_conditioning(grid[:-1], _step_sizes(grid, step_size))
-    return _GridTerms(
-        control,
-        target,
-        grid.tolist(),
-        (grid[1:] - grid[:-1]).tolist(),
-        control.schedule.sigma(grid[:-1]).tolist(),
-        embedding,
-        weight,
-    )
-
-
-@torch.no_grad()
-def simulate_sde(
-    control: Control,
-    target: Target,
-    prior: StandardNormalPrior,
-    grid: Tensor,
-    n: int,
-    generator: torch.Generator | None = None,
-    step_size: float | None = None,
-) -> SDEPaths:
-    """Simulate n paths of the controlled SDE under no_grad, keeping what the LV loss needs."""
-    schedule = control.schedule
-    terms = _grid_terms(control, target, grid, step_size)
-    x = prior.sample(n, generator)
-    log_prior = prior.log_prob(x)
-    n_steps = len(terms.dts)
-    states = x.new_empty(n_steps + 1, n, control.dim)
-    noises = x.new_empty(n_steps, n, control.dim)
-    guidance = x.new_empty(n_steps, n, control.dim)
-    states[0] = x
-    for k in range(n_steps):
-        t, dt, sigma = terms.times[k], terms.dts[k], terms.sigmas[k]
-        score = None if t == 0.0 else target.score(x)
-        g = control.guidance(x, t, score)
-        u = control.evaluate(x, terms.embedding[k : k + 1], terms.weight[k], g)
-        xi = torch.randn(x.shape, generator=generator)
-        x = x + (0.5 * schedule.beta(t) * x + sigma * u) * dt + sigma * math.sqrt(dt) * xi
-        states[k + 1], noises[k], guidance[k] = x, xi, g
-    return SDEPaths(states, noises, guidance, log_prior, target.log_prob(x))
-
-
-def path_rnd(
-    control: Control, paths: SDEPaths, grid: Tensor, step_size: float | None = None
-) -> Tensor:
-    """R per path (B,), recomputing every u_k in one batched pass over the whole grid.
-
-    Gradients flow through every u_k (running and Itô terms) and never through the states; at
-    ū = u the running term's gradient vanishes, as required for the log-variance loss.
-    """
-    schedule = control.schedule
-    dt = grid[1:] - grid[:-1]  # (N,)
-    embedding, weight = control.time_conditioning(grid[:-1], _step_sizes(grid, step_size))
-    u = control.evaluate(
-        paths.states[:-1], embedding[:, None, :], weight[:, None, None], paths.guidance
-    )
-    u_bar = u.detach()
-    running = (u * (u_bar - 0.5 * u)).sum(-1) * dt[:, None]
-    ito = (u * paths.noises).sum(-1) * dt.sqrt()[:, None]
-    drift_div = schedule.drift_divergence_increments(grid, control.dim).sum()
-    return paths.log_prior + (running + ito).sum(0) - drift_div - paths.log_target
-
-
-@dataclass
-class WeightedSamples:
-    """Samples with log importance weights (−R for SDE samplers, DF weights for flows)."""
-
-    samples: Tensor
-    log_weights: Tensor
-
-
-@torch.no_grad()
-def sample_sde(
-    control: Control,
-    target: Target,
-    prior: StandardNormalPrior,
-    grid: Tensor,
-    n: int,
-    generator: torch.Generator | None = None,
-    step_size: float | None = None,
-    batch_size: int = 8192,
-) -> WeightedSamples:
-    """n samples of the Euler–Maruyama sampler with log weights −R, in bounded memory.
-
-    Runs in batches of `batch_size` paths and keeps only the end states and the RND, so memory
-    is O(batch_size·D) for any n and number of steps. The RND accumulates in float64 (its terms
-    reach thousands of nats in high dimension), so the log weights are float64.
-    """
-    schedule = control.schedule
-    terms = _grid_terms(control, target, grid, step_size)
-    drift_div = float(schedule.drift_divergence_increments(grid, control.dim).sum())
-    samples, log_weights = [], []
-    for start in range(0, n, batch_size):
-        m = min(batch_size, n - start)
-        x = prior.sample(m, generator)
-        rnd = prior.log_prob(x).double() - drift_div
-        for k, dt in enumerate(terms.dts):
-            t, sigma = terms.times[k], terms.sigmas[k]
-            u = terms.control_at(k, x)
-            xi = torch.randn(x.shape, generator=generator)
-            step = 0.5 * u.square().sum(1) * dt + math.sqrt(dt) * (u * xi).sum(1)
-            rnd = rnd + step.double()
-            x = x + (0.5 * schedule.beta(t) * x + sigma * u) * dt + sigma * math.sqrt(dt) * xi
-        samples.append(x)
-        log_weights.append(target.log_prob(x).double() - rnd)
-    return WeightedSamples(torch.cat(samples), torch.cat(log_weights))
-
-
-@torch.no_grad()
-def sample_pf_ode(
-    control: Control,
-    target: Target | None,
-    prior: StandardNormalPrior,
-    grid: Tensor,
-    n: int,
-    generator: torch.Generator | None = None,
-    step_size: float | None = None,
-    batch_size: int = 8192,
-    x0: Tensor | None = None,
-) -> Tensor:
-    """Euler integration of the probability-flow ODE from prior samples (or from `x0`).
-
-    `target` may be None only for a one-step grid starting at t = 0 (no score is needed there).
-    """
-    schedule = control.schedule
-    terms = _grid_terms(control, target, grid, step_size)
-    start_states = prior.sample(n, generator) if x0 is None else x0
-    out = []
-    for start in range(0, len(start_states), batch_size):
-        x = start_states[start : start + batch_size]
-        for k, dt in enumerate(terms.dts):
-            u = terms.control_at(k, x)
-            x = x + dt * (0.5 * schedule.beta(terms.times[k]) * x + 0.5 * terms.sigmas[k] * u)
-        out.append(x)
-    return torch.cat(out)
-
-
-@torch.no_grad()
-def pf_ode_states(
-    control: Control,
-    target: Target,
-    x0: Tensor,
-    grid: Tensor,
-    keep: list[int],
-    step_size: float | None = None,
-) -> dict[int, Tensor]:
-    """Integrate the PF ODE from grid index 0 only up to max(keep), returning the states at the
-    grid indices in `keep` (incomplete trajectories, spec §4). A step-conditioned control takes
-    `step_size` as its step input."""
-    if not keep or min(keep) < 0 or max(keep) >= grid.numel():
-        raise ValueError(f"keep indices {keep} must lie in [0, {grid.numel() - 1}]")
-    schedule = control.schedule
-    stop = max(keep)
-    terms = _grid_terms(control, target, grid[: stop + 1], step_size)
-    wanted = set(keep)
-    out = {0: x0} if 0 in wanted else {}
-    x = x0
-    for k, dt in enumerate(terms.dts):
-        u = terms.control_at(k, x)
-        x = x + dt * (0.5 * schedule.beta(terms.times[k]) * x + 0.5 * terms.sigmas[k] * u)
-        if k + 1 in wanted:
-            out[k + 1] = x
-    return out
-
-
-def coarse_indices(n_fine: int, n_coarse: int) -> list[int]:
-    """Coarse consistency grid n_j = round(n_fine·j/(n_coarse − 1)), j = 0..n_coarse − 1
-    (default 128 and 18: {0, 8, 15, 23, …, 120, 128})."""
-    if n_coarse < 2 or n_coarse - 1 > n_fine:
-        raise ValueError(f"need 2 <= n_coarse <= n_fine + 1, got {n_coarse} and {n_fine}")
-    return [round(n_fine * j / (n_coarse - 1)) for j in range(n_coarse)]
-
-
-def consistency_times_to_go(n_steps: int, coarse: list[int], n_fine: int, T: float) -> list[float]:
-    """τ_1 = T > τ_2 > … > τ_K of the K-step consistency sampler (spec §4):
-    τ_i = (n_{m_i}/n_fine)·T with m_i = round((J − 1)·(K + 1 − i)/K), half to even."""
-    last = len(coarse) - 1
-    if not 1 <= n_steps <= last:
-        raise ValueError(f"n_steps must be in [1, {last}] for this coarse grid, got {n_steps}")
-    return [
-        coarse[round(last * (n_steps + 1 - i) / n_steps)] / n_fine * T
-        for i in range(1, n_steps + 1)
-    ]
-
-
-@torch.no_grad()
-def sample_consistency(
-    student: torch.nn.Module,
-    schedule_alpha: Callable[[float], float],
-    taus: list[float],
-    x0: Tensor,
-    generator: torch.Generator | None = None,
-    chunk: int = 8192,
-) -> Tensor:
-    """K-step consistency sampling from prior states x0: x ← f(x0, τ_1); then for i ≥ 2 re-noise
-    with the VP noising marginal, x̃ = α(τ_i)·x + √(1 − α(τ_i)²)·z, and set x ← f(x̃, τ_i).
-    K = len(taus) network evaluations per sample, none of which needs ∇log ρ. The network runs
-    on `chunk` rows at a time: with width-64 activations that fit in cache, one-step sampling on
-    the 2-core CPU runs 4.2–4.6× faster than one large batch (16,384-row chunks were fast in
-    some processes and slow in others; 8192 was steady; benchmarks/sampling_throughput.py)."""
-
-    def f(x: Tensor, tau: float) -> Tensor:
-        out = torch.empty_like(x)
-        for i in range(0, len(x), chunk):
-            out[i : i + chunk] = student(x[i : i + chunk], tau)
-        return out
-
-    x = f(x0, taus[0])
-    for tau in taus[1:]:
-        a = schedule_alpha(tau)
-        z = torch.randn(x.shape, generator=generator)
-        x = f(a * x + math.sqrt(1.0 - a * a) * z, tau)
-    return x
+    name, at, rest = uri.removeprefix("models:/").partition("@")
+    client = mlflow.MlflowClient()
+    if at:
+        version = client.get_model_version_by_alias(name, rest)
+    else:
+        name, _, number = name.partition("/")
+        if number == "latest":
+            number = str(
+                max(int(v.version) for v in client.search_model_versions(f"name='{name}'"))
+            )
+        elif not number.isdigit():
+            raise CheckpointError(
+                f"{uri}: name a version number, 'latest' or an alias (models:/NAME@champion)"
+            )
+        version = client.get_model_version(name, number)
+    md5 = version.tags.get("checkpoint_md5")
+    if not md5:
+        raise CheckpointError(f"{uri}: the registry version has no checkpoint_md5 tag")
+    return md5

@@ -12,23 +12,23 @@ import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Unpack
 
 import torch
 from torch import Tensor
 
 from cds import seeding
 from cds.checkpoints import frozen_with_ema, load_finished_checkpoint
-from cds.config import Params, SCDSParams
-from cds.dis import fingerprint, make_control, make_schedule, run_config
-from cds.flows import batch_jacobian, exact_divergence, hutchinson_divergence
+from cds.config import Params, SCDSParams, SDEParams
+from cds.integrators import path_rnd, pf_ode_states, simulate_sde
+from cds.jacobians import batch_jacobian, exact_divergence, hutchinson_divergence
 from cds.losses import log_variance_loss
 from cds.networks import Control
-from cds.samplers import path_rnd, pf_ode_states, simulate_sde
+from cds.run_config import make_control, make_schedule, scds_config
 from cds.sde import is_power_of_two, sub_grid, uniform_grid
 from cds.targets.base import Target
 from cds.targets.prior import StandardNormalPrior
-from cds.training import Trainer, TrainingMonitor, TrainingResult
+from cds.training import RunOptions, TrainingResult, train
 
 SCDS_KIND = "scds"
 
@@ -36,10 +36,9 @@ SCDS_KIND = "scds"
 def pf_ode_step(control: Control, target: Target, x: Tensor, t: Tensor, step: Tensor) -> Tensor:
     """Φ_θ(x, t, s) = x + s·[½β(t)·x + ½σ(t)·u_θ(x, t, s)] with per-sample t and s (B,)."""
     schedule = control.schedule
-    u = control.per_sample(x, t, target.score, step)
-    beta = schedule.beta(t)[:, None]
-    sigma = schedule.sigma(t)[:, None]
-    return x + step[:, None] * (0.5 * beta * x + 0.5 * sigma * u)
+    u = control(x, t, target.score, step)
+    t_col = t[:, None]
+    return schedule.pf_ode_step(x, t_col, step[:, None], u, schedule.sigma(t_col))
 
 
 def draw_shortcut_pairs(
@@ -69,7 +68,7 @@ def extra_steps_at(iteration: int, iterations: int, steps: int, ramp: float) -> 
 
 @dataclass
 class SelfConsistencyObjective:
-    """One SCDS iteration (spec §5 (a)–(d)), self-consistency targets per `sc_target`:
+    """One SCDS iteration (docs/methods.md §5 (a)–(d)), self-consistency targets per `sc_target`:
     λ_S·L_S + λ_SC·L_SC in one optimizer step
     (`update: joint`, the paper's Algorithm 2), or the authors' two sequential steps, first on
     λ_S·L_S, then on λ_SC·L_SC recomputed with the updated θ from the same detached states
@@ -144,49 +143,34 @@ class SelfConsistencyObjective:
         return torch.stack([path[k] for k in range(n + 1)])
 
 
-def scds_fingerprint(params: Params) -> str:
-    """The fingerprint of the SCDS run `params` describe (what its checkpoint records)."""
-    return fingerprint(run_config(params, scds=params.scds.model_dump()))
-
-
 def train_scds(
     params: Params,
     target: Target,
     checkpoint_path: str | Path,
-    log_path: str | Path | None = None,
-    progress: bool = True,
-    stop_after: int | None = None,
-    monitor: TrainingMonitor | None = None,
-    reuse_finished: bool = False,
+    **options: Unpack[RunOptions],
 ) -> TrainingResult:
     """Train (or resume) SCDS from scratch; no teacher needed (`Trainer.try_resume` says
-    which checkpoints resume; `monitor` watches the run)."""
+    which checkpoints resume; `options` say how the run is watched, `RunOptions`)."""
     cfg = params.scds
-    schedule = make_schedule(params)
-    torch.manual_seed(seeding.stream_seed(params.seed, seeding.INIT))
-    control = make_control(
-        target.dim, schedule, cfg.network, cfg.clip.initial, step_conditioned=True
-    )
+    schedule = make_schedule(params.sde)
+    with seeding.initialisation(params.seed):
+        control = make_control(
+            target.dim, schedule, cfg.network, cfg.clip.initial, step_conditioned=True
+        )
     prior = StandardNormalPrior(target.dim, params.sde.prior_truncation)
     grid = uniform_grid(cfg.n_steps, schedule.T)
-    objective = SelfConsistencyObjective(control, target, prior, grid, cfg)
-    config = run_config(params, scds=cfg.model_dump())
-    trainer = Trainer(
+    return train(
         control,
-        objective,
+        SelfConsistencyObjective(control, target, prior, grid, cfg),
         cfg.optim,
-        seed=seeding.stream_seed(params.seed, seeding.TRAIN),
         kind=SCDS_KIND,
-        fingerprint=scds_fingerprint(params),
+        config=scds_config(params),
+        dim=target.dim,
+        seed=seeding.stream_seed(params.seed, seeding.TRAIN),
         checkpoint_path=checkpoint_path,
         clip=cfg.clip,
-        metadata={"config": json.dumps(config), "dim": target.dim},
-        log_path=log_path,
-        progress=progress,
-        monitor=monitor,
+        **options,
     )
-    trainer.try_resume(reuse_finished)
-    return trainer.run(stop_after=stop_after)
 
 
 def load_scds(path: str | Path) -> tuple[Control, dict[str, Any]]:
@@ -194,10 +178,9 @@ def load_scds(path: str | Path) -> tuple[Control, dict[str, Any]]:
     payload = load_finished_checkpoint(path, SCDS_KIND)
     config = json.loads(payload["metadata"]["config"])
     cfg = SCDSParams.model_validate(config["scds"])
-    params = Params.model_validate({"sde": config["sde"]})
     control = make_control(
         int(payload["metadata"]["dim"]),
-        make_schedule(params),
+        make_schedule(SDEParams.model_validate(config["sde"])),
         cfg.network,
         cfg.clip.value_at(cfg.optim.iterations),
         step_conditioned=True,
@@ -217,8 +200,8 @@ def flow_log_weights(
     divergence: str = "exact_logdet",
     probes: int = 1,
 ) -> tuple[Tensor, Tensor, Tensor | None]:
-    """K-step ODE samples, deterministic-flow log weights (spec §6) and, with exact log-dets,
-    the Jacobian determinant sign of each step for each sample, (K, n) (None for the trace
+    """K-step ODE samples, deterministic-flow log weights (docs/methods.md §6) and, with exact
+    log-dets, the Jacobian determinant sign of each step for each sample, (K, n) (None for the trace
     forms, which cannot see a fold):
 
     log w = log ρ(x_K) − log p_prior(x_0) + Σ_k c_k, with c_k =

@@ -1,6 +1,6 @@
 """The variance-preserving (VP) SDE in generative time, its noising marginals and time grids.
 
-Conventions (methods spec §0–§1): generative time t ∈ [0, T] runs from the prior (t = 0) to the
+Conventions (docs/methods.md §0–§1): generative time t ∈ [0, T] runs from the prior (t = 0) to the
 target (t = T); τ = T − t is the time to go, which is also the noising time. With a linear
 noising schedule β̄(τ) = β_min + (β_max − β_min)·τ/T, the generative rate is β(t) = β̄(T − t).
 
@@ -24,7 +24,7 @@ from torch import Tensor
 
 @dataclass(frozen=True)
 class VPSchedule:
-    """Linear-β VP schedule (spec §1). All methods accept floats or tensors of times."""
+    """Linear-β VP schedule (docs/methods.md §1). All methods accept floats or tensors of times."""
 
     beta_min: float = 0.1
     beta_max: float = 10.0
@@ -52,6 +52,21 @@ class VPSchedule:
     def drift(self, x: Tensor, t: Tensor | float) -> Tensor:
         """Uncontrolled generative drift μ(x, t) = ½β(t)·x (expanding)."""
         return 0.5 * self.beta(t) * x
+
+    def euler_maruyama_step(
+        self, x: Tensor, t: float, dt: float, u: Tensor, noise: Tensor, sigma: float
+    ) -> Tensor:
+        """One Euler–Maruyama step of the controlled SDE (docs/methods.md §1, §3):
+        x + [μ(x, t) + σ(t)·u]·Δt + σ(t)·√Δt·ξ, with σ(t) = `sigma` as the caller computed it."""
+        return x + (self.drift(x, t) + sigma * u) * dt + sigma * math.sqrt(dt) * noise
+
+    def pf_ode_step(
+        self, x: Tensor, t: Tensor | float, dt: Tensor | float, u: Tensor, sigma: Tensor | float
+    ) -> Tensor:
+        """One Euler step of the probability-flow ODE (docs/methods.md §1):
+        x + Δt·[μ(x, t) + ½σ(t)·u]. `t`, `dt` and `sigma` = σ(t) are floats, or tensors that
+        broadcast against x (one time per sample: shape (B, 1))."""
+        return x + dt * (self.drift(x, t) + 0.5 * sigma * u)
 
     def integrated_noising_beta(self, tau: Tensor | float) -> Tensor | float:
         """B(τ) = ∫₀^τ β̄(s) ds = β_min·τ + (β_max − β_min)·τ²/(2T)."""
@@ -97,7 +112,8 @@ def is_power_of_two(n: int) -> bool:
 def sub_grid(grid: Tensor, n_steps: int) -> Tensor:
     """Every (N/K)-th point of an N-step grid: the K-step grid used by K-step samplers.
 
-    Raises when K does not divide N (those budgets are out of distribution for SCDS, spec §5).
+    Raises when K does not divide N (those budgets are out of distribution for SCDS,
+    docs/methods.md §5).
     """
     n_fine = grid.numel() - 1
     if n_steps < 1 or n_fine % n_steps != 0:

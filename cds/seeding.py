@@ -13,6 +13,8 @@ versions trained with different seeds are compared on the same exam.
 from __future__ import annotations
 
 import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import numpy as np
 import torch
@@ -67,3 +69,14 @@ def stream_seed(root: int, purpose: str, *index: int) -> int:
 def generator(root: int, purpose: str, *index: int) -> torch.Generator:
     """A torch generator on stream `purpose` under `root` (see `stream_seed`)."""
     return torch.Generator().manual_seed(stream_seed(root, purpose, *index))
+
+
+@contextmanager
+def initialisation(root: int) -> Iterator[None]:
+    """Draw network initialisations made inside the block from stream `INIT` under `root`.
+
+    torch's layer initialisers draw from the global CPU generator, so it is forked, seeded and
+    restored on exit: the caller's global random state is left as it was."""
+    with torch.random.fork_rng(devices=[]):
+        torch.random.default_generator.manual_seed(stream_seed(root, INIT))
+        yield

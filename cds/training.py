@@ -1,10 +1,11 @@
-"""The training loop shared by the DIS teacher, CDDS and SCDS (spec §10).
+"""The training loop shared by the DIS teacher, CDDS and SCDS (docs/methods.md §10).
 
 One iteration: set the clip values for this iteration → loss → backward → skip rule (non-finite
 loss or gradient: no optimizer, scheduler or EMA update, counted) → global-norm gradient clip →
 one Adam step → one LR-scheduler step → EMA update. An objective may hand back a follow-up loss
 (SCDS's alternating update), which gets a second Adam step after the first. The LR schedule, clip
-schedule and EMA all advance once per iteration (spec pitfall 2), whatever the objective.
+schedule and EMA all advance once per iteration (docs/methods.md §12, pitfall 2), whatever the
+objective.
 
 EMA (the weights used for evaluation and saved as "the model"): during the last `ema_window`
 iterations, every `ema_every`-th iteration, shadow ← γ_e·shadow + (1 − γ_e)·θ with
@@ -15,7 +16,7 @@ generator's state, the loss history and counters: everything a resume needs and 
 depends on the machine or the moment, so the same run writes the same bytes (DVC hashes them).
 Wall times go to the `TrainingResult` and to a `TrainingMonitor`, e.g. live MLflow logging.
 A run resumes only an unfinished checkpoint written for the same fingerprint (params, code
-version and input files, `cds.dis.run_config`); a finished one is trained again unless the
+version and input files, `cds.run_config`); a finished one is trained again unless the
 caller asks to reuse it, so a forced re-run (`dvc repro -f`) really retrains.
 """
 
@@ -29,7 +30,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypedDict, Unpack
 
 import torch
 from torch import Tensor, nn
@@ -37,6 +38,7 @@ from tqdm.auto import tqdm
 
 from cds.checkpoints import DIGEST, load_checkpoint, save_checkpoint, write_text_atomic
 from cds.config import ClipParams, OptimParams
+from cds.run_config import fingerprint
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +64,7 @@ class TrainingMonitor(Protocol):
 
     def finished(self, result: TrainingResult) -> None:
         """The run reached its last iteration (or `stop_after`)."""
+
 
 EMA_GAMMA_CAP = 0.9999
 
@@ -344,3 +347,52 @@ class Trainer:
         if self.monitor is not None:
             self.monitor.finished(result)
         return result
+
+
+class RunOptions(TypedDict, total=False):
+    """How a training run is watched and resumed; none of it changes what it computes."""
+
+    log_path: str | Path | None  # the evaluations as JSON lines
+    progress: bool  # a progress bar
+    stop_after: int | None  # stop after this many iterations (tests of resume)
+    monitor: TrainingMonitor | None  # e.g. live MLflow logging
+    reuse_finished: bool  # hand back a finished checkpoint instead of training again
+
+
+def train(
+    model: nn.Module,
+    objective: Objective,
+    optim: OptimParams,
+    *,
+    kind: str,
+    config: dict[str, Any],
+    dim: int,
+    seed: int,
+    checkpoint_path: str | Path,
+    clip: ClipParams | None = None,
+    evaluation: Evaluation | None = None,
+    eval_every: int | None = None,
+    **options: Unpack[RunOptions],
+) -> TrainingResult:
+    """The one training entry point of the teacher, CDDS and SCDS: train `model` on
+    `objective` (or resume it, `Trainer.try_resume`), its batches drawn from a generator seeded
+    with `seed`. The checkpoint records `config` (`cds.run_config`), its fingerprint and `dim`,
+    from which the model is rebuilt."""
+    trainer = Trainer(
+        model,
+        objective,
+        optim,
+        seed=seed,
+        kind=kind,
+        fingerprint=fingerprint(config),
+        checkpoint_path=checkpoint_path,
+        clip=clip,
+        metadata={"config": json.dumps(config), "dim": dim},
+        evaluation=evaluation,
+        eval_every=eval_every,
+        log_path=options.get("log_path"),
+        progress=options.get("progress", True),
+        monitor=options.get("monitor"),
+    )
+    trainer.try_resume(options.get("reuse_finished", False))
+    return trainer.run(stop_after=options.get("stop_after"))

@@ -229,7 +229,8 @@ def stage(
     """Run one stage on the project's params.yaml (what dvc.yaml calls)."""
     import importlib
 
-    from pipelines.layout import STAGES, Layout
+    from pipelines.layout import Layout
+    from pipelines.stage_graph import STAGES
 
     if name not in (*STAGES, "register"):
         _fail(f"stage = {name!r}: unknown; valid: {', '.join((*STAGES, 'register'))}")
@@ -303,7 +304,7 @@ def sample(
     disk works; the file appears only when complete."""
     import mlflow
 
-    from cds.serving import load_sampler
+    from cds.samplers import load_sampler
 
     if not 0 <= seed < 2**63:
         _fail(f"--seed = {seed}: must be in [0, 2^63)")

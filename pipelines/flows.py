@@ -19,11 +19,12 @@ from prefect.tasks import Task
 
 from cds.config import load_params
 from pipelines.dvc import TRANSIENT_MARKERS, TransientStageError, is_clean, repro_stage
-from pipelines.layout import STAGES, Layout
+from pipelines.layout import Layout
 from pipelines.live_tracking import PARENT_RUN_ENV
 from pipelines.params_file import write_complete_params
 from pipelines.project_lock import project_lock
 from pipelines.publish import publish
+from pipelines.stage_graph import STAGES
 from pipelines.tracking import end_failed_run, start_pipeline_run
 
 #: How often a transient failure (DVC lock held, SQLite busy) is retried, and after how long.
@@ -108,9 +109,7 @@ def retrain(
         write_complete_params(layout.params, params)
         run_id = open_run(str(layout.root), tags or {})
         try:
-            statuses = {
-                stage: run_stage(str(layout.root), stage, echo, run_id) for stage in STAGES
-            }
+            statuses = {stage: run_stage(str(layout.root), stage, echo, run_id) for stage in STAGES}
             summary = register(str(layout.root), statuses, tags or {}, run_id)
         except BaseException:
             end_failed_run(run_id)

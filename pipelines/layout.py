@@ -1,12 +1,9 @@
-"""Where each stage writes under the project's `data/` directory (mirrors dvc.yaml's outs)."""
+"""Where each stage writes under the project's `data/` directory (inside dvc.yaml's outs)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-
-#: Pipeline stages in execution order (the names dvc.yaml and `cds stage NAME` use).
-STAGES = ("target", "teacher", "fragments", "student", "evaluate")
 
 
 @dataclass(frozen=True)

@@ -8,24 +8,10 @@ from typing import Any
 
 from cds.config import Params
 from pipelines.layout import Layout
-from pipelines.registry import evaluation_protocol, register_sampler
+from pipelines.metrics_schema import Role, keys
+from pipelines.model_registry import evaluation_protocol, register_sampler
 from pipelines.stages.common import require
 from pipelines.tracking import configure, git_commit, log_pipeline_run
-
-#: Metrics a summary reports (the champion's headline numbers).
-SUMMARY_METRICS = (
-    "method",
-    "nfe",
-    "sinkhorn",
-    "sinkhorn_floor",
-    "sinkhorn_ratio",
-    "teacher_sinkhorn",
-    "sinkhorn_vs_teacher",
-    "abs_dlogZ_is",
-    "log_Z_is_se",
-    "ess",
-    "weights_valid",
-)
 
 
 def publish(
@@ -47,7 +33,7 @@ def publish(
     summary: dict[str, Any] = {
         "tracking_uri": uri,
         "run_id": run_id,
-        "metrics": {key: metrics.get(key) for key in SUMMARY_METRICS},
+        "metrics": {key: metrics.get(key) for key in keys(Role.SUMMARY)},
     }
     if not register:
         return summary

@@ -20,7 +20,7 @@ from pathlib import Path
 from filelock import FileLock
 
 from cds.checkpoints import CheckpointError, atomic_write, load_finished_checkpoint
-from cds.dis import TEACHER_KIND
+from cds.teacher import TEACHER_KIND
 from pipelines.io import write_json_atomic
 
 

@@ -29,27 +29,18 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from cds.config import ParamsError, load_params, read_yaml
 from pipelines.dvc import TRANSIENT_MARKERS, dvc, repro_stage
 from pipelines.io import write_json_atomic, write_text_atomic
-from pipelines.layout import STAGES, Layout
+from pipelines.layout import Layout
+from pipelines.metrics_schema import Role, keys
 from pipelines.params_file import write_complete_params
 from pipelines.publish import publish
+from pipelines.stage_graph import STAGES
 from pipelines.stages.teacher import SHARED_TEACHERS_ENV
 from pipelines.workspace import create_workspace, sync_inputs, sync_project_files
 
 #: Attempts at logging a cell to MLflow when the store is busy.
 PUBLISH_ATTEMPTS = 4
 #: Columns of the Markdown results table.
-TABLE_COLUMNS = (
-    "cell",
-    "status",
-    "sinkhorn",
-    "sinkhorn_ratio",
-    "sinkhorn_vs_teacher",
-    "abs_dlogZ_is",
-    "ess",
-    "trained",
-    "seconds",
-    "error",
-)
+TABLE_COLUMNS = ("cell", "status", *keys(Role.TABLE), "trained", "seconds", "error")
 
 
 class SweepGrid(BaseModel):

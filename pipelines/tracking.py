@@ -16,17 +16,9 @@ from typing import Any
 
 from cds.config import Params
 from pipelines.dvc_lock import lock_hashes
-from pipelines.layout import STAGES, Layout
+from pipelines.layout import Layout
+from pipelines.stage_graph import STAGES, stage_params
 from pipelines.timings import read_timings
-
-#: Params sections each stage depends on (what its nested run logs as params).
-STAGE_SECTIONS = {
-    "target": ("target", "evaluation"),
-    "teacher": ("seed", "target", "sde", "teacher"),
-    "fragments": ("method", "cdds"),
-    "student": ("seed", "method", "cdds", "scds"),
-    "evaluate": ("evaluation",),
-}
 
 
 def project_store(root: Path) -> str:
@@ -127,9 +119,7 @@ def _run_tags(params: Params, layout: Layout, tags: dict[str, str] | None) -> di
     }
 
 
-def start_pipeline_run(
-    params: Params, layout: Layout, tags: dict[str, str] | None = None
-) -> str:
+def start_pipeline_run(params: Params, layout: Layout, tags: dict[str, str] | None = None) -> str:
     """Open the pipeline run (tags and params logged) before any stage runs, so that the
     stages can log into nested runs of it while they train (`pipelines.live_tracking`);
     `log_pipeline_run` completes it. Returns its id."""
@@ -225,13 +215,8 @@ def log_pipeline_run(
             )
             with opened_stage as child:
                 mlflow.set_tags(stage_tags)
-                mlflow.log_params(
-                    {
-                        k: str(v)
-                        for section in STAGE_SECTIONS[stage]
-                        for k, v in flatten({section: raw[section]}).items()
-                    }
-                )
+                listed = stage_params(raw, stage, layout.root / "dvc.yaml")
+                mlflow.log_params({k: str(v) for k, v in flatten(listed).items()})
                 mlflow.log_metrics({f"seconds.{k}": v for k, v in timings[stage].items()})
                 if stage in ("teacher", "student") and live is None:
                     log = layout.teacher_log if stage == "teacher" else layout.student_log

@@ -2,7 +2,7 @@
 `inputs/` and a given params.yaml, optionally sharing a DVC cache (sweep cells, tests, new
 projects).
 
-dvc.yaml names the code each stage runs by paths relative to the project (`cds/dis.py`, …). A
+dvc.yaml names the code each stage runs by paths relative to the project (`cds/teacher.py`, …). A
 working copy links `cds` and `pipelines` to the packages this interpreter imports, so the same
 dvc.yaml tracks the code there: editing it makes the copy's stages stale, as in the checkout.
 """

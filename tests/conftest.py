@@ -4,12 +4,16 @@ tiny-budget pipeline projects (real git + DVC repositories in temporary director
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import tempfile
 from pathlib import Path
 
 import pytest
 import torch
+
+from cds.config import Params, load_params
+from cds.targets import Target
 
 # Before Prefect or MLflow are imported anywhere: private Prefect home, no telemetry.
 _HOME = tempfile.mkdtemp(prefix="cds-tests-")
@@ -108,3 +112,36 @@ def trained_copy(trained_project: Path, tmp_path: Path, monkeypatch: pytest.Monk
     root = Path(shutil.copytree(trained_project, tmp_path / "project", symlinks=True))
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
     return root
+
+
+class ScaledGaussian(Target):
+    """ρ = Z₀·N(0, I): the interpolated score of the untrained control is exactly optimal."""
+
+    name = "scaled_gaussian"
+    box = (-4.0, 4.0)
+
+    def __init__(self, dim: int, log_z0: float):
+        self.dim = dim
+        self.log_z0 = log_z0
+        self.log_Z = log_z0
+
+    def _log_prob(self, x):
+        return self.log_z0 - 0.5 * x.square().sum(1) - 0.5 * self.dim * math.log(2 * math.pi)
+
+    def _score(self, x):
+        return -x
+
+
+def tiny_teacher_params(**overrides: object) -> Params:
+    """Params of a teacher that trains in about a second (30 iterations, evaluated twice)."""
+    base = [
+        "teacher.n_steps=16",
+        "teacher.optim.iterations=30",
+        "teacher.optim.batch_size=64",
+        "teacher.optim.checkpoint_every=10",
+        "teacher.optim.ema_window=12",
+        "teacher.network.width=16",
+        "teacher.eval_every=15",
+        "teacher.eval_samples=200",
+    ]
+    return load_params(None, base + [f"{k}={v}" for k, v in overrides.items()])

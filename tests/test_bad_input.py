@@ -8,11 +8,11 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from cds.serving import sampler_from_checkpoint
+from cds.samplers import sampler_from_checkpoint
 from pipelines import cli
 from pipelines.cli import app
 from pipelines.layout import Layout
-from pipelines.registry import gate
+from pipelines.model_registry import gate
 
 runner = CliRunner()
 

@@ -17,18 +17,18 @@ from cds.cdds import (
     save_bank,
 )
 from cds.config import load_params
-from cds.flows import exact_divergence, hutchinson_divergence, log_abs_det_jacobian
-from cds.losses import consistency_loss
-from cds.networks import ConsistencyStudent, Control, consistency_scalings
-from cds.samplers import (
+from cds.integrators import (
     coarse_indices,
     consistency_times_to_go,
     pf_ode_states,
     sample_pf_ode,
 )
+from cds.jacobians import exact_divergence, hutchinson_divergence, log_abs_det_jacobian
+from cds.losses import consistency_loss
+from cds.networks import ConsistencyStudent, Control, consistency_scalings
 from cds.sde import VPSchedule, uniform_grid
 from cds.targets import StandardNormalPrior, get_target
-from tests.test_teacher import ScaledGaussian
+from tests.conftest import ScaledGaussian
 
 
 def test_boundary_condition_is_exact():

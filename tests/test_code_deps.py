@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipelines.layout import STAGES
+from pipelines.stage_graph import STAGES
 
 pytestmark = pytest.mark.slow  # real pipelines: run by CI, not in the edit-test loop
 

@@ -13,8 +13,8 @@ from typer.testing import CliRunner
 
 from cds.checkpoints import CheckpointError, load_checkpoint, save_checkpoint
 from cds.config import load_params
+from cds.samplers import UntrustedTargetError, load_sampler, sampler_from_checkpoint
 from cds.scds import train_scds
-from cds.serving import UntrustedTargetError, load_sampler, sampler_from_checkpoint
 from cds.targets import get_target
 from pipelines.cli import app
 from pipelines.layout import Layout

@@ -10,7 +10,7 @@ import pytest
 import torch
 from scipy.special import logsumexp
 
-from cds.flows import log_abs_det_jacobian
+from cds.jacobians import log_abs_det_jacobian
 from cds.metrics import (
     FOLD_THRESHOLD,
     effective_sample_size,
@@ -27,7 +27,7 @@ from cds.metrics import (
 
 
 def slow_paper_sinkhorn(x: np.ndarray, y: np.ndarray, eps=1e-3, max_iter=100, tol=1e-5) -> float:
-    """Obviously-correct float64 transcription of the spec's §7 definition."""
+    """Obviously-correct float64 transcription of docs/methods.md §7 definition."""
     n, m = len(x), len(y)
     M = np.sqrt(((x[:, None, :] - y[None, :, :]) ** 2).sum(-1))
     log_a, log_b = np.full(n, -np.log(n)), np.full(m, -np.log(m))

@@ -41,3 +41,31 @@ def test_bad_keys_and_values_are_still_named(tmp_path):
     path.write_text("- a list\n")
     with pytest.raises(ParamsError, match="expected a mapping at the top level, got list"):
         load_params(path)
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("teacher.n_steps=-4", "teacher.n_steps = -4"),
+        ("teacher.optim.batch_size=0", "teacher.optim.batch_size = 0"),
+        ("teacher.network.activation=swishy", "unknown activation 'swishy'"),
+        ("teacher.optim.lr=abc", "teacher.optim.lr = 'abc'"),
+        ("teacher.optimizer.lr=0.1", "teacher.optimizer = "),
+        ("target.name=gmm10", "unknown target 'gmm10'"),
+    ],
+)
+def test_bad_params_fail_before_training(override, message):
+    with pytest.raises(ParamsError) as err:
+        load_params(None, [override])
+    assert message in str(err.value)
+
+
+def test_params_file_errors(tmp_path):
+    with pytest.raises(ParamsError, match="does not exist"):
+        load_params(tmp_path / "missing.yaml")
+    bad = tmp_path / "p.yaml"
+    bad.write_text("teacher: [1, 2\n")
+    with pytest.raises(ParamsError, match="not valid YAML"):
+        load_params(bad)
+    with pytest.raises(ParamsError, match=r"key\.path=value"):
+        load_params(None, ["teacher.n_steps"])

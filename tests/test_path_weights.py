@@ -20,9 +20,9 @@ import pytest
 import torch
 from torch import Tensor
 
+from cds.integrators import path_rnd, sample_sde, simulate_sde
 from cds.metrics import log_z_report
 from cds.networks import Control
-from cds.samplers import path_rnd, sample_sde, simulate_sde
 from cds.sde import VPSchedule, uniform_grid
 from cds.targets import StandardNormalPrior, Target
 

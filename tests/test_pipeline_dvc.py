@@ -14,7 +14,8 @@ import yaml
 
 from cds.config import Params
 from pipelines.dvc import dvc, is_clean
-from pipelines.layout import STAGES, Layout
+from pipelines.layout import Layout
+from pipelines.stage_graph import STAGES
 
 pytestmark = pytest.mark.slow  # real pipelines: run by CI, not in the edit-test loop
 

@@ -18,7 +18,8 @@ import pytest
 from pipelines.dvc import StageFailedError, TransientStageError, dvc, is_clean
 from pipelines.dvc_lock import lock_hashes
 from pipelines.flows import is_transient, retrain
-from pipelines.layout import STAGES, Layout
+from pipelines.layout import Layout
+from pipelines.stage_graph import STAGES
 from tests.conftest import make_project
 
 pytestmark = pytest.mark.slow  # real pipelines: run by CI, not in the edit-test loop

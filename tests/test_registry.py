@@ -16,10 +16,9 @@ from pydantic import ValidationError
 
 from cds.checkpoints import CheckpointError, load_checkpoint, save_checkpoint
 from cds.config import RegistryParams, load_params
-from cds.serving import load_sampler
+from cds.samplers import load_sampler
 from pipelines.layout import Layout
-from pipelines.publish import publish
-from pipelines.registry import (
+from pipelines.model_registry import (
     CHAMPION,
     EVIDENCE,
     evaluation_protocol,
@@ -27,6 +26,7 @@ from pipelines.registry import (
     model_name,
     register_sampler,
 )
+from pipelines.publish import publish
 
 TOL = RegistryParams(sinkhorn_tolerance=0.05, log_z_tolerance=0.05)
 CHAMP = {

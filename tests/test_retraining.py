@@ -27,7 +27,8 @@ from cds.checkpoints import load_checkpoint
 from pipelines.dvc import dvc, is_clean
 from pipelines.dvc_lock import lock_hashes
 from pipelines.flows import retrain
-from pipelines.layout import STAGES, Layout
+from pipelines.layout import Layout
+from pipelines.stage_graph import STAGES
 from pipelines.timings import read_timings
 from tests.conftest import make_project
 

@@ -9,9 +9,10 @@ import pytest
 import torch
 
 from cds.config import load_params
+from cds.integrators import sample_pf_ode, simulate_sde
 from cds.metrics import paper_sinkhorn
 from cds.networks import Control
-from cds.samplers import sample_pf_ode, simulate_sde
+from cds.run_config import scds_fingerprint
 from cds.scds import (
     SelfConsistencyObjective,
     draw_shortcut_pairs,
@@ -19,12 +20,11 @@ from cds.scds import (
     flow_log_weights,
     load_scds,
     pf_ode_step,
-    scds_fingerprint,
     train_scds,
 )
 from cds.sde import VPSchedule, sub_grid, uniform_grid
 from cds.targets import StandardNormalPrior, get_target
-from tests.test_teacher import ScaledGaussian
+from tests.conftest import ScaledGaussian
 
 
 def test_base_step_reduces_to_teacher_parametrization():
@@ -42,7 +42,7 @@ def test_base_step_reduces_to_teacher_parametrization():
     with torch.no_grad():
         teacher.net.input.bias += scds.net.step_embedding(torch.tensor([h0]))[0]
     x = torch.randn(20, 2)
-    score = get_target("gmm9").score(x)
+    score = get_target("gmm9").score
     torch.testing.assert_close(scds(x, 0.3, score, d=h0), teacher(x, 0.3, score))
 
 
@@ -59,7 +59,7 @@ class ExactShortcutControl(Control):
         a = self.schedule.alpha(self.schedule.T - t)
         return a * a * self.scale**2 + 1 - a * a
 
-    def per_sample(self, x, t, score_fn, d=None):
+    def forward(self, x, t, score_fn, d=None):
         r = torch.sqrt(self.variance(t + d) / self.variance(t))
         coef = 2.0 / self.schedule.sigma(t) * ((r - 1) / d - 0.5 * self.schedule.beta(t))
         return coef[:, None] * x
@@ -228,7 +228,7 @@ def test_objective_combines_both_losses():
 def test_alternating_update_takes_two_steps_but_advances_schedules_once(tmp_path):
     """`update: alternating` (the authors' two optimizer steps): the first loss is λ_S·L_S, the
     follow-up is λ_SC·L_SC on the same paths and pairs; Adam steps twice per iteration while
-    the LR scheduler advances once (spec §5 (d), pitfall 2)."""
+    the LR scheduler advances once (docs/methods.md §5 (d); §12, pitfall 2)."""
     params = load_params(
         None, ["scds.n_steps=8", "scds.optim.batch_size=16", "scds.sc_extra_steps=0"]
     )

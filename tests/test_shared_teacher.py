@@ -7,8 +7,9 @@ import shutil
 
 from cds.checkpoints import load_checkpoint
 from cds.config import load_params
-from cds.dis import teacher_fingerprint, train_teacher
+from cds.run_config import teacher_fingerprint
 from cds.targets import get_target
+from cds.teacher import train_teacher
 from pipelines.shared_teacher import shared_teacher
 from tests.conftest import TINY
 

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from cds.config import load_params
-from cds.evaluation import log_weights, weight_estimator
-from cds.serving import ConsistencySampler, ShortcutSampler, sampler_from_checkpoint
+from cds.samplers import ConsistencySampler, ShortcutSampler, sampler_from_checkpoint
+from cds.scoring import log_weights, weight_estimator
 from cds.targets import get_target
 from pipelines.layout import Layout
 from pipelines.stages import evaluate, fragments, student, target, teacher

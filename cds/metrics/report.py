@@ -1,4 +1,5 @@
-"""Sample-quality reports against exact reference samples, and their noise floor (spec §8).
+"""Sample-quality reports against exact reference samples, and their noise floor (docs/methods.md
+§8).
 
 Every quality number is reported beside its floor: the same metric between two independent exact
 sample sets of the same size, and the ratio to it.

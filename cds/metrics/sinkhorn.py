@@ -1,4 +1,4 @@
-"""The paper's Sinkhorn metric (spec §7), fast and in bounded memory.
+"""The paper's Sinkhorn metric (docs/methods.md §7), fast and in bounded memory.
 
 Inputs X (n, D) and Y (m, D), uniform weights a = 1/n, b = 1/m, cost M_ij = ‖X_i − Y_j‖₂ (Euclidean,
 not squared), absolute ε = 1e-3. Log-domain iterations from u = 0, v = ε·log b:
@@ -136,7 +136,8 @@ def _log_domain_iterations(
     tolerance: float,
     buffer: Tensor,
 ) -> tuple[Tensor, Tensor, int, bool]:
-    """The spec's alternating log-domain updates from u = 0, v = ε·log b (uniform weights)."""
+    """The alternating log-domain updates of docs/methods.md §7 from u = 0, v = ε·log b (uniform
+    weights)."""
     log_a, log_b = -math.log(cost.n), -math.log(m)
     u = torch.zeros(cost.n, dtype=torch.float32)
     v = torch.full((m,), epsilon * log_b, dtype=torch.float32)

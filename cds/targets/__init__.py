@@ -1,8 +1,7 @@
 """Targets: unnormalized densities with scores, exact samplers and known log Z where available."""
 
 from cds.targets.base import NoExactSamplesError, Target, TargetInputError, check_density
-from cds.targets.prior import StandardNormalPrior
-from cds.targets.registry import (
+from cds.targets.catalog import (
     TARGETS,
     InvalidUserTargetError,
     UnknownTargetError,
@@ -10,6 +9,7 @@ from cds.targets.registry import (
     load_user_target,
     target_names,
 )
+from cds.targets.prior import StandardNormalPrior
 
 __all__ = [
     "TARGETS",

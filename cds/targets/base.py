@@ -1,8 +1,8 @@
 """The target interface: an unnormalized density ρ = Z·p known through log ρ and ∇log ρ.
 
-Every target exposes (spec §9): a registry `name`, its dimension `dim`, batched `log_prob(x)`
-of shape (B,), `score(x)` = ∇log ρ(x) of shape (B, D), `sample(n, generator)` when exact samples
-exist, `log_Z` when known (else None), and a plot `box`.
+Every target exposes (docs/methods.md §9): a registry `name`, its dimension `dim`, batched
+`log_prob(x)` of shape (B,), `score(x)` = ∇log ρ(x) of shape (B, D), `sample(n, generator)` when
+exact samples exist, `log_Z` when known (else None), and a plot `box`.
 
 Public methods validate their input (shape, dtype, finiteness) and raise `TargetInputError`
 naming the problem; subclasses implement the unchecked `_log_prob` and, where cheap, an analytic

@@ -1,4 +1,4 @@
-"""`funnel`: Neal's funnel in 10 dimensions (spec §9)."""
+"""`funnel`: Neal's funnel in 10 dimensions (docs/methods.md §9)."""
 
 from __future__ import annotations
 

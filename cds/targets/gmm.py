@@ -1,4 +1,4 @@
-"""`gmm9`: nine equal-weight Gaussians on the grid {−5, 0, 5}² (spec §9)."""
+"""`gmm9`: nine equal-weight Gaussians on the grid {−5, 0, 5}² (docs/methods.md §9)."""
 
 from __future__ import annotations
 

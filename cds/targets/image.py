@@ -1,4 +1,4 @@
-"""`image`: a 2-D density made from a grayscale photograph (spec §9, pitfall 12).
+"""`image`: a 2-D density made from a grayscale photograph (docs/methods.md §9; §12, pitfall 12).
 
 The paper used a photo of a dog that cannot be downloaded here; cds uses the Grace Hopper portrait
 that ships inside matplotlib (`mpl-data/sample_data/grace_hopper.jpg`), centre-cropped to a square

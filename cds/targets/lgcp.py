@@ -1,4 +1,4 @@
-"""`lgcp`: log-Gaussian Cox process on a 40×40 grid of the unit square (spec §9).
+"""`lgcp`: log-Gaussian Cox process on a 40×40 grid of the unit square (docs/methods.md §9).
 
 The latent field f ∈ R^1600 (unwhitened) has a GP prior on integer cell coordinates b_i with
 covariance K_ij = 1.91·exp(−‖b_i − b_j‖₂ / (40/33)) and constant mean μ₀ = log(#points) − 1.91/2.
@@ -93,7 +93,8 @@ def simulate_point_pattern(seed: int = SIMULATION_SEED, grid_size: int = GRID_SI
 
 
 class LogGaussianCoxProcess(Target):
-    """LGCP posterior over the unwhitened latent field (spec §9). log Z unknown for general data."""
+    """LGCP posterior over the unwhitened latent field (docs/methods.md §9). log Z unknown for
+    general data."""
 
     name = "lgcp"
     box = (-2.0, 8.0)

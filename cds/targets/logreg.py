@@ -2,7 +2,7 @@
 
 Data: 569 points, 30 features standardized to zero mean and unit std, a bias column of ones
 prepended (D = 31); labels y ∈ {0, 1} as given. Standard convention p(y = 1 | x, w) = σ(wᵀx),
-prior N(0, I) included (spec §9, pitfall 13):
+prior N(0, I) included (docs/methods.md §9; §12, pitfall 13):
 
     log ρ(w) = Σ_n [y_n·log σ(wᵀx_n) + (1 − y_n)·log σ(−wᵀx_n)] + log N(w; 0, I).
 """

@@ -1,4 +1,4 @@
-"""Many-well targets `mw54` and `mw52` (spec §9).
+"""Many-well targets `mw54` and `mw52` (docs/methods.md §9).
 
 log ρ(x) = −Σ_{i≤W} (x_i² − δ)² − ½·Σ_{i>W} x_i², a product of W one-dimensional double wells
 ρ₁(x) = exp(−(x² − δ)²) and D − W unnormalized standard Gaussians. Hence

@@ -1,8 +1,8 @@
 """The prior p_prior = N(0, I), optionally truncated to the box [−c, c]^D.
 
-Truncation (spec pitfall 5) is only valid with a log-density that matches it: the truncated
-density is N(0, I) restricted to the box and renormalized, log p = log N(x; 0, I) − D·log(Φ(c) −
-Φ(−c)), −∞ outside. The score is −x inside the box in both cases.
+Truncation (docs/methods.md §12, pitfall 5) is only valid with a log-density that matches it: the
+truncated density is N(0, I) restricted to the box and renormalized, log p = log N(x; 0, I) −
+D·log(Φ(c) − Φ(−c)), −∞ outside. The score is −x inside the box in both cases.
 """
 
 from __future__ import annotations

@@ -23,35 +23,17 @@ from tqdm.auto import tqdm
 from cds import seeding
 from cds.checkpoints import load_checkpoint
 from cds.config import Params
-from cds.evaluation import METRIC_VERSION, References, score_sampler
 from cds.metrics import noise_floor
 from cds.provenance import input_digests
-from cds.serving import sampler_from_checkpoint
+from cds.samplers import sampler_from_checkpoint
+from cds.scoring import METRIC_VERSION, References, score_sampler
 from cds.targets import Target
 from pipelines.io import write_json_atomic
 from pipelines.layout import Layout
+from pipelines.metrics_schema import Role, keys
 from pipelines.plots import plot_budget_curve, plot_samples
 from pipelines.stages.common import checked_target, require
 from pipelines.timings import record_timings, split_timings
-
-#: Student metrics copied to the top level of metrics.json (what the gate and dashboards read).
-HEADLINE = (
-    "nfe",
-    "sinkhorn",
-    "sinkhorn_floor",
-    "sinkhorn_ratio",
-    "abs_dlogZ_is",
-    "abs_dlogZ_elbo",
-    "log_Z_is",
-    "log_Z_is_se",
-    "elbo",
-    "elbo_se",
-    "ess",
-    "weights_valid",
-    "negative_det_fraction",
-    "folded_fraction",
-)
-
 
 #: Backward passes per sample allowed for a budget-curve point's exact flow log-dets (D per
 #: step); beyond it the point gets the Hutchinson estimate. gmm9 gets exact weights at every
@@ -63,8 +45,8 @@ CURVE_JACOBIAN_PASSES = 256
 def budgets(params: Params) -> list[int]:
     """Step counts of the budget curve: powers of two up to SCDS's N, or CDDS's K ≤ 8 that the
     coarse grid allows. SCDS is also scored as its N-step SDE sampler, whose weights are the
-    valid ones at K = N (spec §5): report.json["student_sde"], and a separate marker in the
-    plot."""
+    valid ones at K = N (docs/methods.md §5): report.json["student_sde"], and a separate marker in
+    the plot."""
     top = params.scds.n_steps if params.method == "scds" else min(8, params.cdds.n_coarse - 1)
     return [2**i for i in range(int(math.log2(top)) + 1)]
 
@@ -145,7 +127,7 @@ def run(params: Params, layout: Layout, progress: bool = True) -> dict[str, Any]
         "target": target.name,
         "dim": target.dim,
         "method": params.method,
-        **{key: student_metrics[key] for key in HEADLINE if key in student_metrics},
+        **{key: student_metrics[key] for key in keys(Role.HEADLINE) if key in student_metrics},
         "teacher_nfe": teacher_metrics["nfe"],
         "teacher_abs_dlogZ_is": teacher_metrics.get("abs_dlogZ_is"),
         "teacher_log_Z_is": teacher_metrics.get("log_Z_is"),
@@ -201,23 +183,6 @@ def best_budget(curve: list[dict[str, Any]]) -> dict[str, Any]:
     return min(curve, key=lambda point: point["sinkhorn_validation"])
 
 
-#: What each budget-curve point keeps of a sampler's metrics.
-CURVE_KEYS = (
-    "method",
-    "nfe",
-    "weights",
-    "sinkhorn",
-    "sinkhorn_ratio",
-    "sinkhorn_validation",
-    "abs_dlogZ_is",
-    "abs_dlogZ_elbo",
-    "log_Z_is_se",
-    "ess",
-    "weights_valid",
-    "folded_fraction",
-)
-
-
 def _training(checkpoint: Path) -> dict[str, float]:
     """Iterations and the share of simulated paths the LV loss dropped for a non-finite RND
     (0 for CDDS, which has none)."""
@@ -241,7 +206,7 @@ def _nonfinite_fraction(metrics: dict[str, Any]) -> float | None:
 
 
 def _curve_point(metrics: dict[str, Any]) -> dict[str, Any]:
-    return {key: metrics[key] for key in CURVE_KEYS if key in metrics}
+    return {key: metrics[key] for key in keys(Role.CURVE) if key in metrics}
 
 
 def _plots(

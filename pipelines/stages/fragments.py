@@ -10,10 +10,10 @@ from cds import seeding
 from cds.cdds import generate_fragments, save_bank
 from cds.checkpoints import load_checkpoint
 from cds.config import Params
-from cds.dis import load_teacher
-from cds.samplers import coarse_indices
+from cds.integrators import coarse_indices
 from cds.sde import uniform_grid
 from cds.targets import StandardNormalPrior
+from cds.teacher import load_teacher
 from pipelines.io import write_json_atomic
 from pipelines.layout import Layout
 from pipelines.stages.common import checked_target, require

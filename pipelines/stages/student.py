@@ -8,8 +8,8 @@ from typing import Any
 from cds.cdds import load_bank, train_student
 from cds.checkpoints import load_checkpoint
 from cds.config import Params
-from cds.dis import load_teacher
 from cds.scds import train_scds
+from cds.teacher import load_teacher
 from cds.training import TrainingResult
 from pipelines.layout import Layout
 from pipelines.live_tracking import stage_monitor
@@ -27,8 +27,8 @@ def run(params: Params, layout: Layout, progress: bool = True) -> dict[str, Any]
                 params,
                 target,
                 layout.student,
-                layout.student_log,
-                progress,
+                log_path=layout.student_log,
+                progress=progress,
                 monitor=monitor,
             )
         else:

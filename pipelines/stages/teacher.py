@@ -9,7 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from cds.config import Params
-from cds.dis import teacher_fingerprint, train_teacher
+from cds.run_config import teacher_fingerprint
+from cds.teacher import train_teacher
 from pipelines.layout import Layout
 from pipelines.live_tracking import stage_monitor
 from pipelines.shared_teacher import Handover, shared_teacher
@@ -36,7 +37,7 @@ def run(params: Params, layout: Layout, progress: bool = True) -> dict[str, Any]
             params,
             target,
             layout.teacher,
-            layout.teacher_log,
+            log_path=layout.teacher_log,
             progress=progress,
             monitor=monitor,
             reuse_finished=handover.handed_on,

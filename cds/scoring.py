@@ -1,9 +1,9 @@
 """Scoring a trained sampler: samples and wall time, log Z from its importance weights, and
-sample quality against exact reference samples beside the noise floor (spec §6, §8).
+sample quality against exact reference samples beside the noise floor (docs/methods.md §6, §8).
 
-Weights by method: DIS (and SCDS run as an SDE) use −R of the SDE paths (spec §3); one-step CDDS
-and K-step SCDS use the deterministic-flow weights log ρ(x_K) − log p_prior(x_0) +
-log|det ∂x_K/∂x_0| with exact Jacobians (spec §6): one-step CDDS in any dimension (a
+Weights by method: DIS (and SCDS run as an SDE) use −R of the SDE paths (docs/methods.md §3);
+one-step CDDS and K-step SCDS use the deterministic-flow weights log ρ(x_K) − log p_prior(x_0) +
+log|det ∂x_K/∂x_0| with exact Jacobians (docs/methods.md §6): one-step CDDS in any dimension (a
 network-width-sized determinant, `cds.cdds.one_step_log_abs_det`), an SCDS flow when
 D ≤ `MAX_EXACT_DIM`; an SCDS flow too costly for exact log-dets gets the Hutchinson trace
 estimate instead.
@@ -20,8 +20,8 @@ from torch import Tensor
 from cds import seeding
 from cds.cdds import one_step_log_weights
 from cds.metrics import log_z_report, paper_sinkhorn, sample_quality, with_floor_ratios
+from cds.samplers import ConsistencySampler, DiffusionSampler, Sampler, ShortcutSampler
 from cds.scds import flow_log_weights
-from cds.serving import ConsistencySampler, DiffusionSampler, Sampler, ShortcutSampler
 from cds.targets.base import Target
 
 #: Version of everything that decides an evaluation's figures: the paper Sinkhorn (ε = 1e-3,
@@ -56,8 +56,8 @@ def weight_estimator(
     """Which log weights a sampler gets: "sde" (−R of the SDE paths), "exact_logdet" (the
     deterministic-flow weights with exact Jacobians), "hutchinson" (a K-step SCDS flow whose
     exact log-dets would take more than `max_jacobian_passes` backward passes per sample, D per
-    step: the first-order trace form with one Rademacher probe per step, spec §6), or None:
-    multistep CDDS (re-noising makes it stochastic)."""
+    step: the first-order trace form with one Rademacher probe per step, docs/methods.md §6), or
+    None: multistep CDDS (re-noising makes it stochastic)."""
     if isinstance(sampler, DiffusionSampler):
         return "sde"
     if isinstance(sampler, ConsistencySampler):

@@ -1,9 +1,9 @@
-"""Deterministic-flow (DF) importance weights by change of variables (spec §6).
+"""Deterministic-flow (DF) importance weights by change of variables (docs/methods.md §6).
 
 For a deterministic, invertible sampler x_K = Φ(x_0):
     log w = log ρ(x_K) − log p_prior(x_0) + log|det ∂Φ/∂x_0|,
 so that exp(log w) has expectation Z under x_0 ~ p_prior. Without the Jacobian term the
-"boundary likelihood" is not an ELBO and can exceed log Z (spec pitfall 7).
+"boundary likelihood" is not an ELBO and can exceed log Z (docs/methods.md §12, pitfall 7).
 """
 
 from __future__ import annotations
@@ -19,7 +19,8 @@ def batch_jacobian(fn: Callable[[Tensor], Tensor], x: Tensor) -> Tensor:
 
     Row i is ∂fn_i/∂x; samples are independent, so one backward pass of Σ_b fn(x)_{b,i} gives
     row i for the whole batch. Target scores inside `fn` keep their graph (create_graph), so a
-    map through ∇log ρ differentiates through the Hessian of log ρ (spec §6, pitfall 15).
+    map through ∇log ρ differentiates through the Hessian of log ρ (docs/methods.md §6; §12,
+    pitfall 15).
     """
     with torch.enable_grad():
         xg = x.detach().requires_grad_(True)

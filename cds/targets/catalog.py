@@ -1,4 +1,4 @@
-"""Target registry: built-in targets by name, user targets by `module.path:ClassName`."""
+"""Target catalog: built-in targets by name, user targets by `module.path:ClassName`."""
 
 from __future__ import annotations
 

@@ -36,29 +36,13 @@ from filelock import FileLock
 
 import cds
 from cds.config import RegistryParams
-from cds.serving import CHECKPOINT_ARTIFACT
+from cds.samplers import CHECKPOINT_ARTIFACT
+from pipelines.metrics_schema import Role, keys, tagged_keys
 
 CHAMPION = "champion"
-#: Evidence the gate reads, copied onto each version as tags.
-EVIDENCE = (
-    "sinkhorn_ratio",
-    "sinkhorn_ratio_se",
-    "abs_dlogZ_is",
-    "log_Z_is",
-    "log_Z_is_se",
-    "elbo",
-    "elbo_se",
-    "ess",
-    "weights_valid",
-)
-#: Shares of non-finite target values met in training (dropped paths) and in the weights.
-NONFINITE = (
-    "nonfinite_weight_fraction",
-    "teacher_nonfinite_weight_fraction",
-    "dropped_path_fraction",
-    "teacher_dropped_path_fraction",
-)
-TAGGED = (*EVIDENCE, *NONFINITE, "sinkhorn", "sinkhorn_vs_teacher", "nfe")
+#: Evidence the gate reads, and the shares of non-finite values it refuses beyond a limit.
+EVIDENCE = keys(Role.EVIDENCE)
+NONFINITE = keys(Role.NONFINITE)
 #: Prefix of the protocol tags.
 PROTOCOL_TAG = "protocol."
 #: The protocol field that records the content of the target's files.
@@ -392,7 +376,7 @@ def register_sampler(
             "checkpoint_md5": md5,
             "gate": "passed" if passed else "failed",
             "gate_reason": reason,
-            **{key: str(metrics.get(key)) for key in TAGGED},
+            **{key: str(metrics.get(key)) for key in tagged_keys()},
         }
         version = mlflow.register_model(info.model_uri, name, tags=tags)
         if passed:
