@@ -4,7 +4,14 @@
 PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed
+# The PyTorch build, chosen explicitly: `cpu` (the default) or a CUDA one such as `cu128`
+# (`make run TORCH_VARIANT=cu128`). The local version label (+cpu, +cu128) exists only on
+# PyTorch's own index, so a plain `torch` from the public index, a CUDA build on Linux, is never
+# taken by accident. Switching variants reinstalls torch in .venv.
+TORCH_VERSION := 2.13.0
+TORCH_VARIANT ?= cpu
+TORCH_INDEX := https://download.pytorch.org/whl/$(TORCH_VARIANT)
+STAMP := $(VENV)/.installed-$(TORCH_VARIANT)
 
 export DO_NOT_TRACK := true
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
@@ -14,10 +21,12 @@ export DVC_NO_ANALYTICS := 1
 .PHONY: run test install lint
 
 $(STAMP): pyproject.toml
+	rm -f $(VENV)/.installed*
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	# torch first, pinned, so that no dependency can pull a CUDA build.
-	$(BIN)/pip install --quiet torch==2.13.0
+	# torch first, pinned to the chosen build, so that no dependency can pull another one.
+	$(BIN)/pip install --quiet "torch==$(TORCH_VERSION)+$(TORCH_VARIANT)" \
+		--extra-index-url $(TORCH_INDEX)
 	$(BIN)/pip install --quiet -e ".[dev,bench]"
 	$(BIN)/pip check
 	touch $(STAMP)

@@ -34,7 +34,7 @@ from cds.jacobians import batch_jacobian, log_abs_det_jacobian
 from cds.losses import consistency_loss
 from cds.metrics import log_z_report, paper_sinkhorn
 from cds.networks import ConsistencyStudent, Control, consistency_scalings
-from cds.run_config import cdds_config, make_schedule
+from cds.run_config import cdds_config, make_schedule, run_device, training_reference
 from cds.sde import uniform_grid
 from cds.targets.base import Target
 from cds.targets.prior import StandardNormalPrior
@@ -54,9 +54,13 @@ class FragmentBank:
     def __len__(self) -> int:
         return len(self.pair)
 
+    def to(self, device: torch.device | str) -> FragmentBank:
+        """The bank on `device`."""
+        return FragmentBank(self.x_lo.to(device), self.x_hi.to(device), self.pair.to(device))
+
     def draw(self, j: int, n: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
         rows = torch.nonzero(self.pair == j).flatten()
-        pick = rows[torch.randint(len(rows), (n,), generator=generator)]
+        pick = rows[torch.randint(len(rows), (n,), generator=generator, device=rows.device)]
         return self.x_lo[pick], self.x_hi[pick]
 
 
@@ -85,7 +89,7 @@ def generate_fragments(
             )
             lo.append(states[coarse[j]])
             hi.append(states[coarse[j + 1]])
-            pair.append(torch.full((m,), j, dtype=torch.int64))
+            pair.append(torch.full((m,), j, dtype=torch.int64, device=fine_grid.device))
             bar.update(m)
     bar.close()
     return FragmentBank(torch.cat(lo), torch.cat(hi), torch.cat(pair))
@@ -118,28 +122,35 @@ class ConsistencyObjective:
         n = self.params.optim.batch_size
         n_pairs = len(self.coarse) - 1
         mode = self.params.pair_sampling
+        device = generator.device
         if self.bank is not None:
             if mode == "shared":
-                j = int(torch.randint(n_pairs, (1,), generator=generator))
+                j = int(torch.randint(n_pairs, (1,), generator=generator, device=device))
                 lo, hi = self.bank.draw(j, n, generator)
-                return lo, hi, torch.full((n,), j, dtype=torch.int64)
-            rows = torch.randint(len(self.bank), (n,), generator=generator)
+                return lo, hi, torch.full((n,), j, dtype=torch.int64, device=device)
+            rows = torch.randint(len(self.bank), (n,), generator=generator, device=device)
             return self.bank.x_lo[rows], self.bank.x_hi[rows], self.bank.pair[rows]
         x0 = self.prior.sample(n, generator)
         if mode == "shared":
-            j = int(torch.randint(n_pairs, (1,), generator=generator))
+            j = int(torch.randint(n_pairs, (1,), generator=generator, device=device))
             keep = [self.coarse[j], self.coarse[j + 1]]
             states = pf_ode_states(self.teacher, self.target, x0, self.fine_grid, keep)
-            return states[keep[0]], states[keep[1]], torch.full((n,), j, dtype=torch.int64)
+            return (
+                states[keep[0]],
+                states[keep[1]],
+                torch.full((n,), j, dtype=torch.int64, device=device),
+            )
         states = pf_ode_states(self.teacher, self.target, x0, self.fine_grid, self.coarse)
         lo = torch.cat([states[self.coarse[j]] for j in range(n_pairs)])
         hi = torch.cat([states[self.coarse[j + 1]] for j in range(n_pairs)])
-        return lo, hi, torch.arange(n_pairs).repeat_interleave(n)
+        return lo, hi, torch.arange(n_pairs, device=device).repeat_interleave(n)
 
     def _maybe_refresh(self, iteration: int) -> None:
         p = self.params
         if p.fragments == "refresh" and iteration > 0 and iteration % p.refresh_every == 0:
-            gen = seeding.generator(self.refresh_seed, seeding.FRAGMENT_REFRESH, iteration)
+            gen = seeding.generator(
+                self.refresh_seed, seeding.FRAGMENT_REFRESH, iteration, device=self.fine_grid.device
+            )
             self.bank = generate_fragments(
                 self.teacher, self.target, self.prior, self.fine_grid, self.coarse, p.bank_size, gen
             )
@@ -148,7 +159,7 @@ class ConsistencyObjective:
         self._maybe_refresh(iteration)
         x_lo, x_hi, j = self._pairs(generator)
         T = self.student.T
-        times = self.fine_grid[torch.tensor(self.coarse)]
+        times = self.fine_grid[self.coarse]
         tau_lo, tau_hi = T - times[j], T - times[j + 1]
         last = (j + 1 == len(self.coarse) - 1)[:, None]
         reference = self.ema_target if self.ema_target is not None else self.student
@@ -166,7 +177,8 @@ class ConsistencyObjective:
 
 
 def save_bank(path: str | Path, bank: FragmentBank, manifest: dict[str, Any]) -> None:
-    """The bank as a compact .pt of float32 tensors; its manifest as JSON beside it."""
+    """The bank as a compact .pt of float32 CPU tensors; its manifest as JSON beside it."""
+    bank = bank.to("cpu")
     save_checkpoint(
         path,
         {
@@ -179,10 +191,13 @@ def save_bank(path: str | Path, bank: FragmentBank, manifest: dict[str, Any]) ->
     )
 
 
-def load_bank(path: str | Path) -> tuple[FragmentBank, dict[str, Any]]:
+def load_bank(
+    path: str | Path, device: torch.device | str = "cpu"
+) -> tuple[FragmentBank, dict[str, Any]]:
+    """A saved bank on `device`, and its manifest."""
     payload = load_checkpoint(path, kind="fragments")
     return (
-        FragmentBank(payload["x_lo"], payload["x_hi"], payload["pair"]),
+        FragmentBank(payload["x_lo"], payload["x_hi"], payload["pair"]).to(device),
         json.loads(payload["manifest"]),
     )
 
@@ -199,15 +214,19 @@ def train_student(
     """Distil `teacher` into a consistency student (`Trainer.try_resume` says which
     checkpoints resume; `options` say how the run is watched, `RunOptions`)."""
     cfg = params.cdds
+    device = run_device(params)
+    target.to(device)
+    teacher.to(device)
     schedule = make_schedule(params.sde)
     with seeding.initialisation(params.seed):
         student = ConsistencyStudent(
             target.dim, schedule.T, cfg.network.width, cfg.network.depth, cfg.network.activation
         )
+    student.to(device)
     if cfg.network == params.teacher.network:
         student.warm_start_from(teacher)
-    prior = StandardNormalPrior(target.dim, params.sde.prior_truncation)
-    fine_grid = uniform_grid(cfg.n_fine, schedule.T)
+    prior = StandardNormalPrior(target.dim, params.sde.prior_truncation, device)
+    fine_grid = uniform_grid(cfg.n_fine, schedule.T, device=device)
     coarse = coarse_indices(cfg.n_fine, cfg.n_coarse)
     if cfg.fragments in ("bank", "refresh") and bank is None:
         raise ValueError(f"cdds.fragments = {cfg.fragments!r} needs a fragment bank")
@@ -219,15 +238,11 @@ def train_student(
         fine_grid,
         coarse,
         cfg,
-        bank=bank if cfg.fragments != "online" else None,
+        bank=bank.to(device) if bank is not None and cfg.fragments != "online" else None,
         ema_target=copy.deepcopy(student) if cfg.target_network == "ema" else None,
         refresh_seed=params.seed,
     )
-    reference = None
-    if target.has_exact_samples:
-        reference = target.sample(
-            cfg.eval_samples, seeding.generator(params.evaluation.seed, seeding.TRAINING_REFERENCE)
-        )
+    reference = training_reference(params, target, cfg.eval_samples)
 
     def evaluation(model: torch.nn.Module, iteration: int) -> dict[str, Any]:
         report = one_step_weights_report(
@@ -235,12 +250,13 @@ def train_student(
             target,
             prior,
             cfg.eval_samples,  # type: ignore[arg-type]
-            seeding.generator(params.seed, seeding.TRAIN_EVAL, iteration, 0),
+            seeding.generator(params.seed, seeding.TRAIN_EVAL, iteration, 0, device=device),
         )
         if reference is not None:
-            x0 = prior.sample(
-                cfg.eval_samples, seeding.generator(params.seed, seeding.TRAIN_EVAL, iteration, 1)
+            generator = seeding.generator(
+                params.seed, seeding.TRAIN_EVAL, iteration, 1, device=device
             )
+            x0 = prior.sample(cfg.eval_samples, generator)
             with torch.no_grad():
                 report["sinkhorn"] = paper_sinkhorn(model(x0, schedule.T), reference).value
         return report
@@ -289,7 +305,7 @@ def one_step_log_abs_det(
     h ↦ W·G(h), w backward passes per sample instead of D. Used when D > w (c_s > 0 for τ > 0);
     below that the full D × D Jacobian is as cheap.
     """
-    tau = torch.tensor([student.T], dtype=x0.dtype)
+    tau = torch.tensor([student.T], dtype=x0.dtype, device=x0.device)
     net = student.net
     width = net.input.out_features
     if x0.shape[1] <= width:
@@ -299,7 +315,7 @@ def one_step_log_abs_det(
         h = net.input(x0) + net.embed(tau)
     weight = net.input.weight.detach()
     signs, logdets = [], []
-    eye = torch.eye(width, dtype=torch.float64)
+    eye = torch.eye(width, dtype=torch.float64, device=x0.device)
     for start in range(0, len(h), chunk):
         jac = batch_jacobian(lambda v: net.head(v) @ weight.T, h[start : start + chunk])
         sign, logdet = torch.linalg.slogdet(eye + (c_out / c_skip) * jac.detach().double())
@@ -324,8 +340,10 @@ def one_step_weights_report(
     return report
 
 
-def load_student(path: str | Path) -> tuple[ConsistencyStudent, dict[str, Any]]:
-    """The distilled student with its EMA weights, frozen."""
+def load_student(
+    path: str | Path, device: torch.device | str = "cpu"
+) -> tuple[ConsistencyStudent, dict[str, Any]]:
+    """The distilled student with its EMA weights on `device`, frozen."""
     payload = load_finished_checkpoint(path, STUDENT_KIND)
     config = json.loads(payload["metadata"]["config"])
     cfg = CDDSParams.model_validate(config["cdds"])
@@ -336,5 +354,5 @@ def load_student(path: str | Path) -> tuple[ConsistencyStudent, dict[str, Any]]:
         cfg.network.depth,
         cfg.network.activation,
     )
-    frozen_with_ema(student, payload)
+    frozen_with_ema(student, payload, device)
     return student, config

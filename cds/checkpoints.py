@@ -137,8 +137,12 @@ def load_finished_checkpoint(path: str | Path, kind: str) -> dict[str, Any]:
     return payload
 
 
-def frozen_with_ema(model: torch.nn.Module, payload: dict[str, Any]) -> torch.nn.Module:
-    """Load the checkpoint's EMA weights (the weights it was evaluated with) and freeze."""
+def frozen_with_ema(
+    model: torch.nn.Module, payload: dict[str, Any], device: torch.device | str = "cpu"
+) -> torch.nn.Module:
+    """Load the checkpoint's EMA weights (the weights it was evaluated with) onto `device`
+    and freeze. (Checkpoints are read on the CPU, where their generator states must be.)"""
+    model.to(device)
     model.load_state_dict(payload["ema"])
     model.eval()
     for p in model.parameters():

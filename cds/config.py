@@ -22,6 +22,7 @@ from pydantic import (
     model_validator,
 )
 
+from cds.devices import DEVICE_PATTERN
 from cds.networks import ACTIVATIONS
 from cds.targets.catalog import TARGETS
 
@@ -259,6 +260,9 @@ class Params(_Strict):
 
     #: Root seed of every training stream (`cds.seeding`).
     seed: Annotated[int, Field(ge=0, lt=2**63, strict=True)] = 0
+    #: Where training and evaluation run: auto (CUDA when torch sees it, else the CPU), cpu,
+    #: cuda or cuda:N (`cds.devices`). CPU and CUDA random streams differ.
+    device: Annotated[str, Field(pattern=DEVICE_PATTERN)] = "auto"
     #: Which student the pipeline trains and registers (the DIS teacher is always trained: it
     #: is the baseline, and CDDS distils it).
     method: Literal["cdds", "scds"] = "cdds"

@@ -46,7 +46,7 @@ def _step_sizes(grid: Tensor, step_size: float | None) -> Tensor | None:
     """The step-size input d per grid time (SCDS), or None for an unconditioned control."""
     if step_size is None:
         return None
-    return torch.full((grid.numel() - 1,), float(step_size), dtype=grid.dtype)
+    return torch.full((grid.numel() - 1,), float(step_size), dtype=grid.dtype, device=grid.device)
 
 
 @dataclass
@@ -109,7 +109,7 @@ def simulate_sde(
         score = None if t == 0.0 else target.score(x)
         g = control.guidance(x, t, score)
         u = control.evaluate(x, terms.embedding[k : k + 1], terms.weight[k], g)
-        xi = torch.randn(x.shape, generator=generator)
+        xi = torch.randn(x.shape, generator=generator, device=x.device)
         x = schedule.euler_maruyama_step(x, t, dt, u, xi, sigma)
         states[k + 1], noises[k], guidance[k] = x, xi, g
     return SDEPaths(states, noises, guidance, log_prior, target.log_prob(x))
@@ -172,7 +172,7 @@ def sample_sde(
         for k, dt in enumerate(terms.dts):
             t, sigma = terms.times[k], terms.sigmas[k]
             u = terms.control_at(k, x)
-            xi = torch.randn(x.shape, generator=generator)
+            xi = torch.randn(x.shape, generator=generator, device=x.device)
             step = 0.5 * u.square().sum(1) * dt + math.sqrt(dt) * (u * xi).sum(1)
             rnd = rnd + step.double()
             x = schedule.euler_maruyama_step(x, t, dt, u, xi, sigma)
@@ -258,6 +258,11 @@ def consistency_times_to_go(n_steps: int, coarse: list[int], n_fine: int, T: flo
     ]
 
 
+#: Rows per network call of consistency sampling: cache-sized on the CPU, large on a GPU.
+CPU_CHUNK = 8192
+GPU_CHUNK = 1 << 22
+
+
 @torch.no_grad()
 def sample_consistency(
     student: torch.nn.Module,
@@ -265,14 +270,17 @@ def sample_consistency(
     taus: list[float],
     x0: Tensor,
     generator: torch.Generator | None = None,
-    chunk: int = 8192,
+    chunk: int | None = None,
 ) -> Tensor:
     """K-step consistency sampling from prior states x0: x ← f(x0, τ_1); then for i ≥ 2 re-noise
     with the VP noising marginal, x̃ = α(τ_i)·x + √(1 − α(τ_i)²)·z, and set x ← f(x̃, τ_i).
     K = len(taus) network evaluations per sample, none of which needs ∇log ρ. The network runs
     on `chunk` rows at a time: with width-64 activations that fit in cache, one-step sampling on
     the 2-core CPU runs 4.2–4.6× faster than one large batch (16,384-row chunks were fast in
-    some processes and slow in others; 8192 was steady; benchmarks/sampling_throughput.py)."""
+    some processes and slow in others; 8192 was steady; benchmarks/sampling_throughput.py). On a
+    GPU (`chunk` None) the batch goes through whole, up to `GPU_CHUNK` rows."""
+    if chunk is None:
+        chunk = CPU_CHUNK if x0.device.type == "cpu" else GPU_CHUNK
 
     def f(x: Tensor, tau: float) -> Tensor:
         out = torch.empty_like(x)
@@ -283,6 +291,6 @@ def sample_consistency(
     x = f(x0, taus[0])
     for tau in taus[1:]:
         a = schedule_alpha(tau)
-        z = torch.randn(x.shape, generator=generator)
+        z = torch.randn(x.shape, generator=generator, device=x.device)
         x = f(a * x + math.sqrt(1.0 - a * a) * z, tau)
     return x

@@ -60,9 +60,10 @@ def hutchinson_divergence(
     with torch.enable_grad():
         xg = x.detach().requires_grad_(True)
         out = fn(xg)
-        total = torch.zeros(len(x), dtype=x.dtype)
+        total = torch.zeros(len(x), dtype=x.dtype, device=x.device)
         for p in range(n_probes):
-            eps = torch.randint(0, 2, x.shape, generator=generator).to(x.dtype) * 2 - 1
+            draw = torch.randint(0, 2, x.shape, generator=generator, device=x.device)
+            eps = draw.to(x.dtype) * 2 - 1
             (vjp,) = torch.autograd.grad(out, xg, eps, retain_graph=p < n_probes - 1)
             total = total + (vjp * eps).sum(1)
     return total / n_probes
@@ -73,7 +74,7 @@ def exact_divergence(fn: Callable[[Tensor], Tensor], x: Tensor) -> Tensor:
     with torch.enable_grad():
         xg = x.detach().requires_grad_(True)
         out = fn(xg)
-        total = torch.zeros(len(x), dtype=x.dtype)
+        total = torch.zeros(len(x), dtype=x.dtype, device=x.device)
         for i in range(x.shape[1]):
             (row,) = torch.autograd.grad(out[:, i].sum(), xg, retain_graph=i < x.shape[1] - 1)
             total = total + row[:, i]

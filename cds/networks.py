@@ -223,8 +223,9 @@ class Control(nn.Module):
             embedding, weight = self.time_conditioning(t, d)  # type: ignore[arg-type]
             weight, t_b, needs_score = weight[:, None], t[:, None], bool((t > 0).any())
         else:
-            steps = None if d is None else torch.tensor([d], dtype=x.dtype)
-            embedding, weight = self.time_conditioning(torch.tensor([t], dtype=x.dtype), steps)
+            steps = None if d is None else torch.tensor([d], dtype=x.dtype, device=x.device)
+            times = torch.tensor([t], dtype=x.dtype, device=x.device)
+            embedding, weight = self.time_conditioning(times, steps)
             t_b, needs_score = t, t != 0.0
         score = score_fn(x) if needs_score and score_fn is not None else None
         return self.evaluate(x, embedding, weight, self.guidance(x, t_b, score))
@@ -261,12 +262,14 @@ class ConsistencyStudent(nn.Module):
 
     def forward(self, x: Tensor, tau: Tensor | float) -> Tensor:
         """x (B, D) and τ (scalar or (B,)) → (B, D)."""
-        tau_t = torch.as_tensor(tau, dtype=x.dtype).reshape(-1)
+        tau_t = torch.as_tensor(tau, dtype=x.dtype, device=x.device).reshape(-1)
         c_skip, c_out = consistency_scalings(tau_t)
         out = self.net.body(x, self.net.embed(tau_t))
         return c_skip[:, None] * x + c_out[:, None] * out
 
     @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
-        """One-step samples f_θ(x_0, T), x_0 ~ N(0, I): one network evaluation."""
-        return self(torch.randn(n, self.dim, generator=generator), self.T)
+        """One-step samples f_θ(x_0, T), x_0 ~ N(0, I): one network evaluation, on the
+        student's device (the generator must be there too)."""
+        device = next(self.parameters()).device
+        return self(torch.randn(n, self.dim, generator=generator, device=device), self.T)

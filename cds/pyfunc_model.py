@@ -6,6 +6,10 @@ model's pip requirements. `predict` takes a DataFrame with integer columns `n` a
 returns, for each row, `n` samples as columns `x0 … x{dim-1}`; the same seed gives the same
 samples. A sampler on a user target imports it only when the registering pipeline marked the
 model so (`model_config["trust_target_code"]`, set from the registrant's own params).
+
+It samples on the CPU unless the consumer asks for another device at load time:
+`mlflow.pyfunc.load_model(uri, model_config={"device": "cuda"})`, or for a scoring server the
+environment variable `MLFLOW_PYFUNC_INFERENCE_CONFIG='{"device": "cuda"}'`.
 """
 
 from __future__ import annotations
@@ -21,9 +25,11 @@ from cds.samplers import sampler_from_checkpoint
 
 class SamplerModel(mlflow.pyfunc.PythonModel):
     def load_context(self, context: mlflow.pyfunc.PythonModelContext) -> None:
-        trust = bool((context.model_config or {}).get("trust_target_code", False))
+        config = context.model_config or {}
         self.sampler = sampler_from_checkpoint(
-            context.artifacts["sampler"], trust_target_code=trust
+            context.artifacts["sampler"],
+            trust_target_code=bool(config.get("trust_target_code", False)),
+            device=config.get("device", "cpu"),
         )
 
     def predict(
@@ -38,8 +44,9 @@ class SamplerModel(mlflow.pyfunc.PythonModel):
         columns = [f"x{i}" for i in range(self.sampler.dim)]
         frames = []
         for n, seed in zip(model_input["n"], model_input["seed"], strict=True):
-            x = self.sampler.sample(int(n), torch.Generator().manual_seed(int(seed)))
-            frames.append(pd.DataFrame(x.numpy(), columns=columns))
+            generator = torch.Generator(device=self.sampler.device).manual_seed(int(seed))
+            x = self.sampler.sample(int(n), generator)
+            frames.append(pd.DataFrame(x.cpu().numpy(), columns=columns))
         return pd.concat(frames, ignore_index=True)
 
 

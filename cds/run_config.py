@@ -15,10 +15,16 @@ import hashlib
 import json
 from typing import Any
 
+import torch
+from torch import Tensor
+
+from cds import seeding
 from cds.config import NetworkParams, Params, SDEParams
+from cds.devices import resolve_device
 from cds.networks import Control
 from cds.provenance import code_version, input_digests
 from cds.sde import VPSchedule
+from cds.targets.base import Target
 
 
 def fingerprint(payload: dict[str, Any]) -> str:
@@ -28,10 +34,12 @@ def fingerprint(payload: dict[str, Any]) -> str:
 
 
 def run_config(params: Params, **sections: Any) -> dict[str, Any]:
-    """What a training run depends on: seed, target and SDE, the method's own `sections`, the
-    cds code version and the content of the target's user files."""
+    """What a training run depends on: seed, target and SDE, the kind of device it runs on
+    (CPU and CUDA random streams differ), the method's own `sections`, the cds code version and
+    the content of the target's user files."""
     return {
         "seed": params.seed,
+        "device": run_device(params).type,
         "target": params.target.model_dump(),
         "sde": params.sde.model_dump(),
         "code_version": code_version(),
@@ -89,3 +97,18 @@ def make_control(
         clip_net=clip_value,
         clip_score=clip_value,
     )
+
+
+def run_device(params: Params) -> torch.device:
+    """The device `params.device` names on this machine (`cds.devices.resolve_device`)."""
+    return resolve_device(params.device)
+
+
+def training_reference(params: Params, target: Target, n: int) -> Tensor | None:
+    """The exact samples in-training evaluations compare with (None for a target without an
+    exact sampler): drawn on the CPU from the evaluation seed, so every device and every
+    version sees the same set, then placed on the run's device."""
+    if not target.has_exact_samples:
+        return None
+    generator = seeding.generator(params.evaluation.seed, seeding.TRAINING_REFERENCE)
+    return target.sample(n, generator).to(run_device(params))

@@ -23,6 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from cds.checkpoints import CheckpointError, load_checkpoint
+from cds.devices import resolve_device
 from cds.integrators import (
     WeightedSamples,
     coarse_indices,
@@ -43,19 +44,41 @@ CHECKPOINT_ARTIFACT = "sampler.pt"
 
 class Sampler(nn.Module):
     """A trained sampler: `sample(n, generator)` → (n, dim) float32 samples using `nfe` network
-    evaluations per sample."""
+    evaluations per sample, on the sampler's `device` (`sampler.to(device)` moves all of it,
+    its target and prior included; the generator must be on that device)."""
 
     method: str
     dim: int
     nfe: int
+    prior: StandardNormalPrior
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
         raise NotImplementedError
 
+    @property
+    def device(self) -> torch.device:
+        """Where the sampler's network, and so its samples, live."""
+        return next(self.parameters()).device
 
-def _check_n(n: int) -> None:
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ValueError(f"n must be a positive integer, got {n!r}")
+    def _apply(self, fn: Callable[..., Tensor], recurse: bool = True) -> Sampler:
+        """`to`, `cuda` and `cpu` also move what is not a module: the prior's draws and the
+        target's constants."""
+        super()._apply(fn, recurse)
+        self._place(self.device)
+        return self
+
+    def _place(self, device: torch.device) -> None:
+        self.prior.device = device
+
+    def _checked(self, n: int, generator: torch.Generator | None) -> None:
+        """Refuse a bad n, or a generator on another device, before any work."""
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ValueError(f"n must be a positive integer, got {n!r}")
+        if generator is not None and generator.device != self.device:
+            raise ValueError(
+                f"generator is on {generator.device}, the sampler on {self.device}: pass "
+                f"torch.Generator(device={str(self.device)!r})"
+            )
 
 
 class ConsistencySampler(Sampler):
@@ -80,7 +103,7 @@ class ConsistencySampler(Sampler):
         self.nfe = len(taus)
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
-        _check_n(n)
+        self._checked(n, generator)
         x0 = self.prior.sample(n, generator)
         return sample_consistency(self.student, self.alpha, self.taus, x0, generator)
 
@@ -95,7 +118,11 @@ class _ControlSampler(Sampler):
         self.prior = prior
         self.dim = target.dim
         self.nfe = n_steps
-        self.grid = uniform_grid(n_steps, control.schedule.T)
+        self.register_buffer("grid", uniform_grid(n_steps, control.schedule.T), persistent=False)
+
+    def _place(self, device: torch.device) -> None:
+        super()._place(device)
+        self.target.to(device)
 
 
 class ShortcutSampler(_ControlSampler):
@@ -110,7 +137,7 @@ class ShortcutSampler(_ControlSampler):
         super().__init__(control, target, prior, n_steps)
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
-        _check_n(n)
+        self._checked(n, generator)
         step = self.control.schedule.T / self.nfe
         x = sample_pf_ode(
             self.control, self.target, self.prior, self.grid, n, generator, step_size=step
@@ -137,7 +164,7 @@ class DiffusionSampler(_ControlSampler):
 
     def weighted_samples(self, n: int, generator: torch.Generator | None = None) -> WeightedSamples:
         """n samples with their log importance weights −R (docs/methods.md §3)."""
-        _check_n(n)
+        self._checked(n, generator)
         return sample_sde(
             self.control, self.target, self.prior, self.grid, n, generator, self.step_size
         )
@@ -152,8 +179,10 @@ def sampler_from_checkpoint(
     sde: bool = False,
     target: Target | None = None,
     trust_target_code: bool = False,
+    device: torch.device | str = "cpu",
 ) -> Sampler:
-    """The sampler stored in a finished training checkpoint (teacher, CDDS or SCDS).
+    """The sampler stored in a finished training checkpoint (teacher, CDDS or SCDS), on
+    `device` (cpu, cuda, cuda:N or auto, `cds.devices`).
 
     `n_steps` picks the CDDS or SCDS budget (default 1) or the DIS step count (default: the
     trained one). `sde=True` turns an SCDS checkpoint into its N-step diffusion sampler (the
@@ -163,17 +192,20 @@ def sampler_from_checkpoint(
     from cds.scds import SCDS_KIND, load_scds
     from cds.teacher import TEACHER_KIND, load_teacher
 
+    device = resolve_device(device)
     kind = load_checkpoint(path).get("kind")
     if sde and kind != SCDS_KIND:
         raise ValueError(f"{path}: sde=True needs an SCDS checkpoint, this one is {kind!r}")
+    sampler: Sampler
     if kind == STUDENT_KIND:
         student, config = load_student(path)
         n_fine, n_coarse = int(config["cdds"]["n_fine"]), int(config["cdds"]["n_coarse"])
         coarse = coarse_indices(n_fine, n_coarse)
         taus = consistency_times_to_go(n_steps or 1, coarse, n_fine, student.T)
-        return ConsistencySampler(
+        sampler = ConsistencySampler(
             student, _prior(config, student.dim), _schedule(config).alpha, taus
         )
+        return sampler.to(device)
     if kind == SCDS_KIND:
         control, config = load_scds(path)
         trained = int(config["scds"]["n_steps"])
@@ -182,13 +214,16 @@ def sampler_from_checkpoint(
         target = _target(path, config, control.dim, target, trust_target_code)
         prior = _prior(config, target.dim)
         if sde:
-            return DiffusionSampler(control, target, prior, trained, control.schedule.T / trained)
-        return ShortcutSampler(control, target, prior, n_steps or 1)
+            step = control.schedule.T / trained
+            sampler = DiffusionSampler(control, target, prior, trained, step)
+        else:
+            sampler = ShortcutSampler(control, target, prior, n_steps or 1)
+        return sampler.to(device)
     if kind == TEACHER_KIND:
         control, config = load_teacher(path)
         target = _target(path, config, control.dim, target, trust_target_code)
         steps = n_steps or int(config["teacher"]["n_steps"])
-        return DiffusionSampler(control, target, _prior(config, target.dim), steps)
+        return DiffusionSampler(control, target, _prior(config, target.dim), steps).to(device)
     raise CheckpointError(f"{path}: kind {kind!r} is not a sampler (expected dis, cdds or scds)")
 
 
@@ -228,14 +263,21 @@ def load_sampler(
     n_steps: int | None = None,
     target: Target | None = None,
     trust_target_code: bool = False,
+    device: torch.device | str = "cpu",
 ) -> Sampler:
-    """A registered sampler as a torch module: `load_sampler("models:/cds-gmm9@champion")`.
+    """A registered sampler as a torch module on `device` (the CPU unless asked; "auto" is the
+    GPU when there is one): `load_sampler("models:/cds-gmm9@champion")`.
 
     `uri` is any MLflow model URI (`models:/NAME@ALIAS`, `models:/NAME/VERSION`, `runs:/…`)
     resolved against the current tracking/registry URI, or a local checkpoint path. A registry
     version's file must match its `checkpoint_md5` tag. `target`, `trust_target_code`: see
     `sampler_from_checkpoint`."""
-    how = {"n_steps": n_steps, "target": target, "trust_target_code": trust_target_code}
+    how = {
+        "n_steps": n_steps,
+        "target": target,
+        "trust_target_code": trust_target_code,
+        "device": resolve_device(device),  # a bad device fails before any download
+    }
     local = Path(uri)
     if not str(uri).partition(":/")[1] and local.exists():
         return sampler_from_checkpoint(local, **how)

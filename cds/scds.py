@@ -24,7 +24,7 @@ from cds.integrators import path_rnd, pf_ode_states, simulate_sde
 from cds.jacobians import batch_jacobian, exact_divergence, hutchinson_divergence
 from cds.losses import log_variance_loss
 from cds.networks import Control
-from cds.run_config import make_control, make_schedule, scds_config
+from cds.run_config import make_control, make_schedule, run_device, scds_config
 from cds.sde import is_power_of_two, sub_grid, uniform_grid
 from cds.targets.base import Target
 from cds.targets.prior import StandardNormalPrior
@@ -49,12 +49,14 @@ def draw_shortcut_pairs(
     m ~ U{0, …, N/2^{j+1} − 1}, so that the full step 2d ends within the grid."""
     levels = int(math.log2(n_steps))
     if level_bias == 0.0:  # the uniform draw of earlier runs, stream for stream
-        j = torch.randint(levels, (batch,), generator=generator)
+        j = torch.randint(levels, (batch,), generator=generator, device=generator.device)
     else:
-        weights = torch.pow(2.0, level_bias * torch.arange(levels, dtype=torch.float64))
+        levels_at = torch.arange(levels, dtype=torch.float64, device=generator.device)
+        weights = torch.pow(2.0, level_bias * levels_at)
         j = torch.multinomial(weights, batch, replacement=True, generator=generator)
     slots = n_steps // 2 ** (j + 1)  # number of full steps of size 2d on the grid
-    m = (torch.rand(batch, generator=generator) * slots).floor().to(torch.int64)
+    m = (torch.rand(batch, generator=generator, device=generator.device) * slots).floor()
+    m = m.to(torch.int64)
     return j, m * 2 ** (j + 1)
 
 
@@ -100,7 +102,7 @@ class SelfConsistencyObjective:
             if p.sc_target == "half_steps"
             else self._fine_ode_states(generator, base_step)
         )
-        rows = torch.arange(p.optim.batch_size)
+        rows = torch.arange(p.optim.batch_size, device=self.grid.device)
 
         def self_consistency() -> Tensor:
             """λ_SC·L_SC on fresh (d, t) pairs from this iteration's detached states."""
@@ -152,13 +154,16 @@ def train_scds(
     """Train (or resume) SCDS from scratch; no teacher needed (`Trainer.try_resume` says
     which checkpoints resume; `options` say how the run is watched, `RunOptions`)."""
     cfg = params.scds
+    device = run_device(params)
+    target.to(device)
     schedule = make_schedule(params.sde)
     with seeding.initialisation(params.seed):
         control = make_control(
             target.dim, schedule, cfg.network, cfg.clip.initial, step_conditioned=True
         )
-    prior = StandardNormalPrior(target.dim, params.sde.prior_truncation)
-    grid = uniform_grid(cfg.n_steps, schedule.T)
+    control.to(device)
+    prior = StandardNormalPrior(target.dim, params.sde.prior_truncation, device)
+    grid = uniform_grid(cfg.n_steps, schedule.T, device=device)
     return train(
         control,
         SelfConsistencyObjective(control, target, prior, grid, cfg),
@@ -173,8 +178,10 @@ def train_scds(
     )
 
 
-def load_scds(path: str | Path) -> tuple[Control, dict[str, Any]]:
-    """The trained step-conditioned control with its EMA weights, frozen."""
+def load_scds(
+    path: str | Path, device: torch.device | str = "cpu"
+) -> tuple[Control, dict[str, Any]]:
+    """The trained step-conditioned control with its EMA weights on `device`, frozen."""
     payload = load_finished_checkpoint(path, SCDS_KIND)
     config = json.loads(payload["metadata"]["config"])
     cfg = SCDSParams.model_validate(config["scds"])
@@ -185,7 +192,7 @@ def load_scds(path: str | Path) -> tuple[Control, dict[str, Any]]:
         cfg.clip.value_at(cfg.optim.iterations),
         step_conditioned=True,
     )
-    frozen_with_ema(control, payload)
+    frozen_with_ema(control, payload, device)
     return control, config
 
 

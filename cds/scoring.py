@@ -120,18 +120,24 @@ def score_sampler(
     (with the fold check of deterministic maps) and, with references, quality against the
     test reference with floor ratios. With `validate`, an independent sample set is also scored
     against the validation reference (`sinkhorn_validation`, what choices such as the best K
-    read). Draws come from the evaluation streams `scoring:<label>…` of `eval_seed`, so every
-    sampler is scored on its own stream and the same seed gives the same metrics. "weights"
+    read). Draws come from the evaluation streams `scoring:<label>…` of `eval_seed`, on the
+    sampler's device, so every sampler is scored on its own stream and the same seed gives the
+    same metrics on the same kind of device. References must be on the sampler's device. "weights"
     names the weight estimator (no log Z keys where there is none)."""
     n = len(references.test) if references is not None else n_weights
     stream = f"{seeding.SCORING}:{label}"
-    samples, seconds = timed_samples(sampler, n, seeding.generator(eval_seed, stream))
+    device = sampler.device
+
+    def draws(suffix: str = "") -> torch.Generator:
+        return seeding.generator(eval_seed, stream + suffix, device=device)
+
+    samples, seconds = timed_samples(sampler, n, draws())
     out: dict[str, Any] = {"method": sampler.method, "nfe": sampler.nfe, "sample_seconds": seconds}
     weights = log_weights(
         sampler,
         target,
         n_weights,
-        seeding.generator(eval_seed, stream + ":weights"),
+        draws(":weights"),
         max_jacobian_passes,
     )
     if weights is not None:
@@ -140,6 +146,6 @@ def score_sampler(
     if references is not None and floor is not None:
         out.update(with_floor_ratios(sample_quality(target, samples, references.test), floor))
         if validate:
-            held_out = sampler.sample(n, seeding.generator(eval_seed, stream + ":validation"))
+            held_out = sampler.sample(n, draws(":validation"))
             out["sinkhorn_validation"] = paper_sinkhorn(held_out, references.validation).value
     return out, samples

@@ -97,11 +97,16 @@ class VPSchedule:
         return dim * torch.log1p(0.5 * beta * (grid[1:] - grid[:-1]))
 
 
-def uniform_grid(n_steps: int, T: float = 1.0, dtype: torch.dtype = torch.float32) -> Tensor:
+def uniform_grid(
+    n_steps: int,
+    T: float = 1.0,
+    dtype: torch.dtype = torch.float32,
+    device: torch.device | str = "cpu",
+) -> Tensor:
     """The grid 0 = t_0 < … < t_N = T with t_k = k·T/N, as a tensor of N + 1 times."""
     if not isinstance(n_steps, int) or n_steps < 1:
         raise ValueError(f"n_steps must be a positive integer, got {n_steps!r}")
-    return torch.linspace(0.0, T, n_steps + 1, dtype=torch.float64).to(dtype)
+    return torch.linspace(0.0, T, n_steps + 1, dtype=torch.float64).to(device=device, dtype=dtype)
 
 
 def is_power_of_two(n: int) -> bool:

@@ -66,9 +66,11 @@ def stream_seed(root: int, purpose: str, *index: int) -> int:
     return int(state[0]) & _MASK
 
 
-def generator(root: int, purpose: str, *index: int) -> torch.Generator:
-    """A torch generator on stream `purpose` under `root` (see `stream_seed`)."""
-    return torch.Generator().manual_seed(stream_seed(root, purpose, *index))
+def generator(
+    root: int, purpose: str, *index: int, device: torch.device | str = "cpu"
+) -> torch.Generator:
+    """A torch generator on `device`, on stream `purpose` under `root` (see `stream_seed`)."""
+    return torch.Generator(device=device).manual_seed(stream_seed(root, purpose, *index))
 
 
 @contextmanager

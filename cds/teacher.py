@@ -23,7 +23,13 @@ from cds.integrators import path_rnd, sample_sde, simulate_sde
 from cds.losses import log_variance_loss
 from cds.metrics import log_z_report, paper_sinkhorn
 from cds.networks import Control
-from cds.run_config import make_control, make_schedule, teacher_config
+from cds.run_config import (
+    make_control,
+    make_schedule,
+    run_device,
+    teacher_config,
+    training_reference,
+)
 from cds.sde import uniform_grid
 from cds.targets.base import Target
 from cds.targets.prior import StandardNormalPrior
@@ -87,17 +93,15 @@ def train_teacher(
     """Train (or resume) the DIS teacher of `params` on `target` (`Trainer.try_resume` says
     which checkpoints resume; `options` say how the run is watched, `RunOptions`)."""
     teacher = params.teacher
+    device = run_device(params)
+    target.to(device)
     schedule = make_schedule(params.sde)
     with seeding.initialisation(params.seed):
         control = make_control(target.dim, schedule, teacher.network, teacher.clip.initial)
-    prior = StandardNormalPrior(target.dim, params.sde.prior_truncation)
-    grid = uniform_grid(teacher.n_steps, schedule.T)
-    reference = None
-    if target.has_exact_samples:
-        reference = target.sample(
-            teacher.eval_samples,
-            seeding.generator(params.evaluation.seed, seeding.TRAINING_REFERENCE),
-        )
+    control.to(device)
+    prior = StandardNormalPrior(target.dim, params.sde.prior_truncation, device)
+    grid = uniform_grid(teacher.n_steps, schedule.T, device=device)
+    reference = training_reference(params, target, teacher.eval_samples)
 
     def evaluation(model: torch.nn.Module, iteration: int) -> dict[str, Any]:
         return evaluate_sde_sampler(
@@ -106,7 +110,7 @@ def train_teacher(
             prior,
             grid,
             teacher.eval_samples,
-            seeding.generator(params.seed, seeding.TRAIN_EVAL, iteration),
+            seeding.generator(params.seed, seeding.TRAIN_EVAL, iteration, device=device),
             reference,
         )  # type: ignore[arg-type]
 
@@ -126,9 +130,11 @@ def train_teacher(
     )
 
 
-def load_teacher(path: str | Path) -> tuple[Control, dict[str, Any]]:
-    """Rebuild the teacher control with its EMA weights (docs/methods.md §12, pitfall 11) and
-    its config."""
+def load_teacher(
+    path: str | Path, device: torch.device | str = "cpu"
+) -> tuple[Control, dict[str, Any]]:
+    """Rebuild the teacher control on `device` with its EMA weights (docs/methods.md §12,
+    pitfall 11), and its config."""
     payload = load_finished_checkpoint(path, TEACHER_KIND)
     config = json.loads(payload["metadata"]["config"])
     teacher = TeacherParams.model_validate(config["teacher"])
@@ -138,5 +144,5 @@ def load_teacher(path: str | Path) -> tuple[Control, dict[str, Any]]:
         teacher.network,
         teacher.clip.value_at(teacher.optim.iterations),
     )
-    frozen_with_ema(control, payload)
+    frozen_with_ema(control, payload, device)
     return control, config

@@ -95,6 +95,12 @@ def _decoded(metadata: Any) -> Any:
     return metadata
 
 
+def _device_of(model: nn.Module) -> torch.device:
+    """Where the model's parameters live (the CPU for a model without any)."""
+    first = next(model.parameters(), None)
+    return first.device if first is not None else torch.device("cpu")
+
+
 class Trainer:
     """Runs an objective for `optim.iterations` iterations with checkpoints and resume."""
 
@@ -128,7 +134,8 @@ class Trainer:
         self.log_path = Path(log_path) if log_path is not None else None
         self.progress = progress
         self.monitor = monitor
-        self.generator = torch.Generator().manual_seed(seed)
+        #: The batches' random stream, on the model's device.
+        self.generator = torch.Generator(device=_device_of(model)).manual_seed(seed)
         self.optimizer = torch.optim.Adam(
             model.parameters(), lr=optim.lr, weight_decay=optim.weight_decay
         )

@@ -297,6 +297,10 @@ def sample(
         bool,
         typer.Option(help="import the user target the model names (only for files you trust)"),
     ] = False,
+    device: Annotated[
+        str,
+        typer.Option(help="cpu, cuda, cuda:N or auto (CPU and CUDA give different samples)"),
+    ] = "cpu",
 ) -> None:
     """Draw samples from a registered sampler (works from any directory).
 
@@ -304,10 +308,15 @@ def sample(
     disk works; the file appears only when complete."""
     import mlflow
 
+    from cds.devices import DeviceError, resolve_device
     from cds.samplers import load_sampler
 
     if not 0 <= seed < 2**63:
         _fail(f"--seed = {seed}: must be in [0, 2^63)")
+    try:
+        resolve_device(device, "--device")
+    except DeviceError as err:
+        _fail(str(err))
     out = out.expanduser()
     if out.is_dir() or not out.parent.is_dir():
         _fail(f"--out = {str(out)!r}: must be a file path in an existing directory")
@@ -324,7 +333,7 @@ def sample(
             _fail("no MLflow registry found: set MLFLOW_TRACKING_URI or run inside a cds project")
         mlflow.set_tracking_uri(uri)
     try:
-        sampler = load_sampler(model, trust_target_code=trust_target_code)
+        sampler = load_sampler(model, trust_target_code=trust_target_code, device=device)
     except (mlflow.exceptions.MlflowException, *_input_errors()) as err:
         _fail(f"cannot load {model!r} from {uri}: {err}")
     need, free = n * sampler.dim * 4, shutil.disk_usage(out.parent).free
@@ -341,14 +350,14 @@ def write_samples(sampler: Any, n: int, seed: int, out: Path) -> None:
 
     from cds.checkpoints import atomic_write
 
-    generator = torch.Generator().manual_seed(seed)
+    generator = torch.Generator(device=sampler.device).manual_seed(seed)
 
     def write(fh: Any) -> None:
         header = {"descr": "<f4", "fortran_order": False, "shape": (n, sampler.dim)}
         np.lib.format.write_array_header_1_0(fh, header)
         for start in tqdm(range(0, n, SAMPLE_CHUNK), desc="sample", disable=n <= SAMPLE_CHUNK):
             rows = min(SAMPLE_CHUNK, n - start)
-            fh.write(sampler.sample(rows, generator).numpy().astype("<f4").tobytes())
+            fh.write(sampler.sample(rows, generator).cpu().numpy().astype("<f4").tobytes())
 
     atomic_write(out, write)
 

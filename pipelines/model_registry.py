@@ -357,7 +357,8 @@ def register_sampler(
                 pip_requirements=pip_requirements(),
                 # the registrant's own params named this user target: its model may import it
                 model_config={
-                    "trust_target_code": ":" in protocol.get(PROTOCOL_TAG + "target", "")
+                    "trust_target_code": ":" in protocol.get(PROTOCOL_TAG + "target", ""),
+                    "device": "cpu",  # consumers choose another when they load it
                 },
             )
         candidate = {key: metrics.get(key) for key in (*EVIDENCE, *NONFINITE)}

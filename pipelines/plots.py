@@ -28,7 +28,7 @@ def plot_samples(
     )
     fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 5), squeeze=False)
     for ax, (name, pts) in zip(axes[0], panels, strict=True):
-        pts = pts[:max_points, :2].detach().numpy()
+        pts = pts[:max_points, :2].detach().cpu().numpy()
         ax.scatter(pts[:, 0], pts[:, 1], s=1, alpha=0.4)
         ax.set_xlim(*box)
         ax.set_ylim(*box)

@@ -36,6 +36,8 @@ runner = CliRunner()
         (["target.options.scale=2"], "invalid options {'scale': 2} for target 'gmm9'"),
         (["target.name=lgcp", "target.options.data=/nonexistent.csv"], "does not exist"),
         (["target.name=tests.test_cli:PatchyDensity"], "log density is nan"),
+        (["device=gpu"], "device = 'gpu'"),
+        (["device=cuda:7"], "device = 'cuda:7'"),
     ],
 )
 def test_run_refuses_bad_input_before_writing_anything(trained_copy, overrides, message):
@@ -68,6 +70,8 @@ def test_sample_checks_seed_and_output_before_loading(trained_copy, tmp_path):
     assert result.exit_code == 2 and f"--seed = {10**23}" in result.stderr
     result = runner.invoke(app, [*base, "--out", str(tmp_path)])
     assert result.exit_code == 2 and "must be a file path" in result.stderr
+    result = runner.invoke(app, [*base, "--out", str(tmp_path / "x.npy"), "--device", "cuda:7"])
+    assert result.exit_code == 2 and "--device = 'cuda:7'" in result.stderr
     result = runner.invoke(
         app, ["sample", "--model", student, "-n", str(10**13), "--out", str(tmp_path / "huge.npy")]
     )

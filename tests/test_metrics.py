@@ -24,6 +24,7 @@ from cds.metrics import (
     paper_sinkhorn,
     sinkhorn_divergence,
 )
+from cds.metrics.sinkhorn import PAPER_EPSILON
 
 
 def slow_paper_sinkhorn(x: np.ndarray, y: np.ndarray, eps=1e-3, max_iter=100, tol=1e-5) -> float:
@@ -73,6 +74,20 @@ def test_sinkhorn_identical_sets_and_permutation_invariance():
     perm = torch.randperm(500, generator=g)
     y = torch.randn(500, 2, generator=g) * 3
     assert paper_sinkhorn(x[perm], y).value == pytest.approx(paper_sinkhorn(x, y).value, rel=1e-4)
+
+
+def test_the_sinkhorn_cost_needs_float64():
+    """The cost's ‖x‖² + ‖y‖² − 2x·y expansion in float32 puts zero distances about ε = 1e-3
+    away from zero (catastrophic cancellation at |x|² ≈ 20); float64 keeps them exact to 1e-6,
+    which is why the metric computes its cost in float64 on every device."""
+    x = torch.randn(500, 2, generator=torch.Generator().manual_seed(1)) * 3
+
+    def self_distances(z: torch.Tensor) -> torch.Tensor:
+        sq = z.square().sum(1, keepdim=True) + z.square().sum(1) - 2 * z @ z.T
+        return sq.clamp_min(0).sqrt().diagonal()
+
+    assert float(self_distances(x.double()).max()) < 1e-6
+    assert float(self_distances(x).max()) > 0.3 * PAPER_EPSILON
 
 
 def test_sinkhorn_of_shifted_copy_is_shift_norm():

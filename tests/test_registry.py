@@ -161,6 +161,10 @@ CONSUMER = textwrap.dedent(
         "same_seed_equal": bool(a.equals(b)), "other_seed_differs": not a.equals(c),
         "native_matches": bool(torch.allclose(torch.tensor(a.values), native)),
         "inputs": [c.name for c in model.metadata.get_input_schema().inputs],
+        "device": model.model_config["device"],
+        "on_cpu": bool(
+            mlflow.pyfunc.load_model(uri, model_config={"device": "cpu"}).predict(frame).equals(a)
+        ),
     }))
     """
 )
@@ -255,6 +259,8 @@ def test_register_gate_and_load_champion_in_another_process(trained_copy):
         "other_seed_differs": True,
         "native_matches": True,
         "inputs": ["n", "seed"],
+        "device": "cpu",  # consumers sample on the CPU unless they ask
+        "on_cpu": True,
     }
 
 

@@ -36,7 +36,7 @@ def sinkhorn_divergence(
 def _median_bandwidth(z: Tensor, max_points: int = 2000) -> float:
     sub = z[:max_points]
     d = torch.cdist(sub, sub)
-    off_diag = d[~torch.eye(len(sub), dtype=torch.bool)]
+    off_diag = d[~torch.eye(len(sub), dtype=torch.bool, device=d.device)]
     return float(off_diag.median())
 
 
@@ -52,7 +52,8 @@ def mmd_rbf(x: Tensor, y: Tensor, bandwidth: float | None = None, chunk: int = 2
     if bandwidth is None:
         generator = torch.Generator().manual_seed(0)
         pooled = torch.cat([x, y])
-        pooled = pooled[torch.randperm(len(pooled), generator=generator)]
+        order = torch.randperm(len(pooled), generator=generator, device=generator.device)
+        pooled = pooled[order.to(pooled.device)]
         bandwidth = _median_bandwidth(pooled)
     scale = 1.0 / (2.0 * bandwidth**2)
 

@@ -46,16 +46,23 @@ def sample_quality(target: Target, samples: Tensor, reference: Tensor) -> dict[s
 
 
 def noise_floor(
-    target: Target, n: int, generator: torch.Generator, repeats: int = 1
+    target: Target,
+    n: int,
+    generator: torch.Generator,
+    repeats: int = 1,
+    device: torch.device | str | None = None,
 ) -> dict[str, float]:
     """Every metric of `sample_quality` between two independent exact sample sets of size n,
-    averaged over `repeats` independent pairs (`sinkhorn_std` gives the spread across pairs)."""
+    averaged over `repeats` independent pairs (`sinkhorn_std` gives the spread across pairs).
+    The sets are drawn where `generator` is (the same sets on any machine with a CPU
+    generator) and compared on `device` (default: the same place)."""
     if repeats < 1:
         raise ValueError(f"repeats must be >= 1, got {repeats}")
-    runs = [
-        sample_quality(target, target.sample(n, generator), target.sample(n, generator))
-        for _ in range(repeats)
-    ]
+
+    def draw() -> Tensor:
+        return target.sample(n, generator).to(device or generator.device)
+
+    runs = [sample_quality(target, draw(), draw()) for _ in range(repeats)]
     out = {key: sum(r[key] for r in runs) / repeats for key in runs[0]}
     values = torch.tensor([r["sinkhorn"] for r in runs], dtype=torch.float64)
     out["sinkhorn_std"] = float(values.std()) if repeats > 1 else 0.0

@@ -89,7 +89,7 @@ def _scaled_difference(
 
 def _row_logsumexp(v: Tensor, cost: _CostRows, epsilon: float, buffer: Tensor) -> Tensor:
     """LSE_j((v_j − M_ij)/ε) for every row i, one chunk of rows at a time."""
-    out = torch.empty(cost.n, dtype=torch.float32)
+    out = torch.empty(cost.n, dtype=torch.float32, device=v.device)
     zero = v.new_zeros(1, 1)
     for start, stop, block in cost:
         z = _scaled_difference(zero, v, block, epsilon, buffer)
@@ -101,7 +101,7 @@ def _row_logsumexp(v: Tensor, cost: _CostRows, epsilon: float, buffer: Tensor) -
 def _column_logsumexp(u: Tensor, cost: _CostRows, epsilon: float, buffer: Tensor) -> Tensor:
     """LSE_i((u_i − M_ij)/ε) for every column j, by an online (running max) LSE over chunks."""
     running_max: Tensor | None = None
-    running_sum = torch.zeros(0)
+    running_sum = u.new_zeros(0)
     zero = u.new_zeros(1)
     for start, stop, block in cost:
         z = _scaled_difference(u[start:stop, None], zero, block, epsilon, buffer)
@@ -116,6 +116,29 @@ def _column_logsumexp(u: Tensor, cost: _CostRows, epsilon: float, buffer: Tensor
         running_max = new_max
     assert running_max is not None
     return running_max + running_sum.log()
+
+
+#: Row chunk on the CPU: 64 rows of float32 costs against 10⁴ columns stay in cache.
+CPU_CHUNK_ROWS = 64
+#: Cost matrices up to this size are kept whole on the CPU.
+CPU_MAX_COST_BYTES = 2 * 1024**3
+#: On a GPU: the chunk buffer's size, and the share of free memory a whole cost matrix may take.
+GPU_CHUNK_BYTES = 256 * 1024**2
+GPU_COST_SHARE = 0.5
+
+
+def memory_plan(
+    x: Tensor, m: int, chunk_rows: int | None, max_cost_bytes: int | None
+) -> tuple[int, int]:
+    """Chunk rows and the largest cost matrix kept whole, for sets on `x`'s device (given
+    values are kept). On a GPU a 10⁵ × 10⁵ float32 cost (40 GB) is kept whole when half the
+    free memory holds it, and otherwise recomputed chunk by chunk in 256 MB buffers."""
+    if x.device.type != "cuda":
+        return chunk_rows or CPU_CHUNK_ROWS, max_cost_bytes or CPU_MAX_COST_BYTES
+    if max_cost_bytes is None:
+        free, _ = torch.cuda.mem_get_info(x.device)
+        max_cost_bytes = int(GPU_COST_SHARE * free)
+    return chunk_rows or max(CPU_CHUNK_ROWS, GPU_CHUNK_BYTES // (4 * m)), max_cost_bytes
 
 
 def _check_sample_sets(x: Tensor, y: Tensor) -> None:
@@ -139,8 +162,8 @@ def _log_domain_iterations(
     """The alternating log-domain updates of docs/methods.md §7 from u = 0, v = ε·log b (uniform
     weights)."""
     log_a, log_b = -math.log(cost.n), -math.log(m)
-    u = torch.zeros(cost.n, dtype=torch.float32)
-    v = torch.full((m,), epsilon * log_b, dtype=torch.float32)
+    u = torch.zeros(cost.n, dtype=torch.float32, device=cost.x.device)
+    v = torch.full((m,), epsilon * log_b, dtype=torch.float32, device=cost.x.device)
     n_iter, converged = 0, False
     for n_iter in range(1, max_iter + 1):  # noqa: B007 - n_iter is reported
         u_new = epsilon * (log_a - _row_logsumexp(v, cost, epsilon, buffer))
@@ -160,14 +183,17 @@ def paper_sinkhorn(
     epsilon: float = PAPER_EPSILON,
     max_iter: int = PAPER_MAX_ITER,
     tolerance: float = PAPER_TOLERANCE,
-    chunk_rows: int = 64,
-    max_cost_bytes: int = 2 * 1024**3,
+    chunk_rows: int | None = None,
+    max_cost_bytes: int | None = None,
 ) -> SinkhornResult:
-    """The paper's entropic-OT value S = Σ P_ij·M_ij between two sample sets (module docstring)."""
+    """The paper's entropic-OT value S = Σ P_ij·M_ij between two sample sets (module docstring),
+    computed on their device; `chunk_rows` and `max_cost_bytes` default by device
+    (`memory_plan`)."""
     _check_sample_sets(x, y)
     m = y.shape[0]
+    chunk_rows, max_cost_bytes = memory_plan(x, m, chunk_rows, max_cost_bytes)
     cost = _CostRows(x.detach(), y.detach(), chunk_rows, max_cost_bytes)
-    buffer = torch.empty(chunk_rows * m, dtype=torch.float32)
+    buffer = torch.empty(chunk_rows * m, dtype=torch.float32, device=x.device)
     with torch.no_grad():
         u, v, n_iter, converged = _log_domain_iterations(
             cost, m, epsilon, max_iter, tolerance, buffer
@@ -185,8 +211,8 @@ def entropic_ot_dual(
     epsilon: float,
     max_iter: int = 1000,
     tolerance: float = 1e-5,
-    chunk_rows: int = 64,
-    max_cost_bytes: int = 2 * 1024**3,
+    chunk_rows: int | None = None,
+    max_cost_bytes: int | None = None,
 ) -> float:
     """Entropic OT_ε(x, y) = ⟨a, f⟩ + ⟨b, g⟩ at the (converged) dual potentials f, g.
 
@@ -194,8 +220,9 @@ def entropic_ot_dual(
     """
     _check_sample_sets(x, y)
     n, m = x.shape[0], y.shape[0]
+    chunk_rows, max_cost_bytes = memory_plan(x, m, chunk_rows, max_cost_bytes)
     cost = _CostRows(x.detach(), y.detach(), chunk_rows, max_cost_bytes)
-    buffer = torch.empty(chunk_rows * m, dtype=torch.float32)
+    buffer = torch.empty(chunk_rows * m, dtype=torch.float32, device=x.device)
     with torch.no_grad():
         u, v, _, _ = _log_domain_iterations(cost, m, epsilon, max_iter, tolerance, buffer)
     f = u.double() + epsilon * math.log(n)

@@ -13,9 +13,12 @@ autograd when the caller's x requires grad (needed by the deterministic-flow div
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from typing import Any
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
+
+from cds.devices import draw_device
 
 
 class TargetInputError(ValueError):
@@ -52,6 +55,24 @@ class Target(ABC):
 
     def _sample(self, n: int, generator: torch.Generator | None) -> Tensor:
         raise NoExactSamplesError(f"target {self.name!r} has no exact sampler")
+
+    def to(self, device: torch.device | str) -> Target:
+        """Move the target's constants (its tensor and module attributes) to `device`, in place,
+        as `nn.Module.to` does; returns the target. Its draws then happen there too."""
+        device = torch.device(device)
+        for key, value in list(vars(self).items()):
+            setattr(self, key, moved_to(value, device))
+        self._device = device
+        return self
+
+    @property
+    def device(self) -> torch.device:
+        """Where the target's constants live and its generator-less draws happen."""
+        return vars(self).get("_device", torch.device("cpu"))
+
+    def draw_device(self, generator: torch.Generator | None) -> torch.device:
+        """Where a draw with `generator` happens: the generator's device, else the target's."""
+        return draw_device(generator, self.device)
 
     @property
     def has_exact_samples(self) -> bool:
@@ -110,6 +131,13 @@ class Target(ABC):
             "exact_samples": self.has_exact_samples,
             "box": list(self.box),
         }
+
+
+def moved_to(value: Any, device: torch.device) -> Any:
+    """`value` on `device` when it is a tensor or a module, else `value` itself."""
+    if isinstance(value, Tensor | nn.Module):
+        return value.to(device)
+    return value
 
 
 def check_density(target: Target, x: Tensor) -> None:

@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from cds.targets.base import Target
+from cds.targets.base import Target, moved_to
 from cds.targets.funnel import Funnel
 from cds.targets.gmm import gmm9
 from cds.targets.image import ImageDensity
@@ -109,6 +109,18 @@ class _UserTarget(Target):
     @property
     def has_exact_samples(self) -> bool:
         return "_sample" in self.__dict__
+
+    def to(self, device: torch.device | str) -> Target:
+        """Move the user's object too: its own `to(device)` when it has one, else its tensor
+        and module attributes."""
+        device = torch.device(device)
+        mover = getattr(self.inner, "to", None)
+        if callable(mover):
+            self.inner = mover(device) or self.inner
+        else:
+            for key, value in list(vars(self.inner).items()):
+                setattr(self.inner, key, moved_to(value, device))
+        return super().to(device)
 
     def _log_prob(self, x: torch.Tensor) -> torch.Tensor:
         return self.inner.log_prob(x)

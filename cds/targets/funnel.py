@@ -44,6 +44,6 @@ class Funnel(Target):
         return torch.cat([d1, -rest * inv], dim=1)
 
     def _sample(self, n: int, generator: torch.Generator | None) -> Tensor:
-        eps = torch.randn(n, self.dim, generator=generator)
+        eps = torch.randn(n, self.dim, generator=generator, device=self.draw_device(generator))
         x1 = self.first_std * eps[:, :1]
         return torch.cat([x1, torch.exp(0.5 * x1) * eps[:, 1:]], dim=1)

@@ -27,7 +27,7 @@ class GaussianMixture(Target):
         self.box = box
 
     def _component_log_probs(self, x: Tensor) -> Tensor:
-        sq = torch.cdist(x, self.means.to(x.dtype)).square()  # (B, K)
+        sq = torch.cdist(x, self.means.to(x)).square()  # (B, K)
         log_norm = -0.5 * self.dim * math.log(2 * math.pi * self.variance)
         return log_norm - 0.5 * sq / self.variance - math.log(self.n_modes)
 
@@ -36,15 +36,16 @@ class GaussianMixture(Target):
 
     def _score(self, x: Tensor) -> Tensor:
         resp = torch.softmax(self._component_log_probs(x), dim=1)  # (B, K)
-        return (resp @ self.means.to(x.dtype) - x) / self.variance
+        return (resp @ self.means.to(x) - x) / self.variance
 
     def _sample(self, n: int, generator: torch.Generator | None) -> Tensor:
-        k = torch.randint(self.n_modes, (n,), generator=generator)
-        noise = torch.randn(n, self.dim, generator=generator)
-        return self.means[k] + math.sqrt(self.variance) * noise
+        device = self.draw_device(generator)
+        k = torch.randint(self.n_modes, (n,), generator=generator, device=device)
+        noise = torch.randn(n, self.dim, generator=generator, device=device)
+        return self.means.to(device)[k] + math.sqrt(self.variance) * noise
 
     def mode_assignment(self, x: Tensor) -> Tensor:
-        return torch.cdist(x.to(torch.float32), self.means).argmin(dim=1)
+        return torch.cdist(x.to(torch.float32), self.means.to(x.device)).argmin(dim=1)
 
 
 def gmm9() -> GaussianMixture:

@@ -82,7 +82,7 @@ class ImageDensity(Target):
         frac = q - base
         col, row = base[:, 0], base[:, 1]
         fx, fy = frac[:, 0], frac[:, 1]
-        e = self.energy.to(p.dtype)
+        e = self.energy.to(p)
         e00, e01 = e[row, col], e[row, col + 1]
         e10, e11 = e[row + 1, col], e[row + 1, col + 1]
         return (1 - fy) * ((1 - fx) * e00 + fx * e01) + fy * ((1 - fx) * e10 + fx * e11)
@@ -93,8 +93,10 @@ class ImageDensity(Target):
         return -self._interpolated_energy(p) - OUTSIDE_PENALTY * outside.square().sum(dim=1)
 
     def _sample(self, n: int, generator: torch.Generator | None) -> Tensor:
-        flat = torch.multinomial(self.pixel_weights, n, replacement=True, generator=generator)
+        device = self.draw_device(generator)
+        weights = self.pixel_weights.to(device)
+        flat = torch.multinomial(weights, n, replacement=True, generator=generator)
         row, col = flat // self.size, flat % self.size
-        jitter = torch.rand(n, 2, generator=generator, dtype=torch.float64) - 0.5
+        jitter = torch.rand(n, 2, generator=generator, dtype=torch.float64, device=device) - 0.5
         p = torch.stack([col, row], dim=1).to(torch.float64) + 0.5 + jitter
         return ((p - self.size / 2) / PIXELS_PER_UNIT).to(torch.float32)

@@ -121,14 +121,14 @@ class LogGaussianCoxProcess(Target):
 
     def _log_prob(self, x: Tensor) -> Tensor:
         centred = (x - self.prior_mean).T  # (D, B)
-        white = torch.linalg.solve_triangular(self.chol.to(x.dtype), centred, upper=False)
+        white = torch.linalg.solve_triangular(self.chol.to(x), centred, upper=False)
         log_prior = -0.5 * white.square().sum(dim=0) - 0.5 * (
             self.log_det_cov + self.dim * math.log(2 * math.pi)
         )
-        counts = self.counts.to(x.dtype)
+        counts = self.counts.to(x)
         log_lik = (counts * x - torch.exp(x) * self.cell_area).sum(dim=1)
         return log_prior + log_lik
 
     def _score(self, x: Tensor) -> Tensor:
-        prior = -(x - self.prior_mean) @ self.precision.to(x.dtype)
-        return prior + self.counts.to(x.dtype) - torch.exp(x) * self.cell_area
+        prior = -(x - self.prior_mean) @ self.precision.to(x)
+        return prior + self.counts.to(x) - torch.exp(x) * self.cell_area

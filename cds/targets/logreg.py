@@ -42,14 +42,14 @@ class BayesianLogisticRegression(Target):
         self.dim = self.design.shape[1]
 
     def _log_prob(self, x: Tensor) -> Tensor:
-        logits = x @ self.design.to(x.dtype).T  # (B, N)
-        labels = self.labels.to(x.dtype)
+        logits = x @ self.design.to(x).T  # (B, N)
+        labels = self.labels.to(x)
         # y·log σ(z) + (1 − y)·log σ(−z) = y·z − softplus(z)
         log_lik = (labels * logits - F.softplus(logits)).sum(dim=1)
         log_prior = -0.5 * x.square().sum(dim=1) - 0.5 * self.dim * math.log(2 * math.pi)
         return log_lik + log_prior
 
     def _score(self, x: Tensor) -> Tensor:
-        design = self.design.to(x.dtype)
-        residual = self.labels.to(x.dtype) - torch.sigmoid(x @ design.T)
+        design = self.design.to(x)
+        residual = self.labels.to(x) - torch.sigmoid(x @ design.T)
         return residual @ design - x

@@ -29,7 +29,12 @@ def double_well_log_normalizer(delta: float) -> float:
     return math.log(value)
 
 
-def sample_double_well(n: int, delta: float, generator: torch.Generator | None = None) -> Tensor:
+def sample_double_well(
+    n: int,
+    delta: float,
+    generator: torch.Generator | None = None,
+    device: torch.device | str = "cpu",
+) -> Tensor:
     """n exact samples of p₁ ∝ exp(−(x² − δ)²) by rejection.
 
     Proposal q = ½N(√δ, 1/δ) + ½N(−√δ, 1/δ); accept with probability ρ₁(x)/(Z₁·M·q(x)).
@@ -40,13 +45,18 @@ def sample_double_well(n: int, delta: float, generator: torch.Generator | None =
     n_accepted = 0
     while n_accepted < n:
         m = int(1.2 * REJECTION_ENVELOPE * (n - n_accepted)) + 16
-        sign = torch.randint(0, 2, (m,), generator=generator, dtype=torch.float64) * 2 - 1
-        x = sign * root + std * torch.randn(m, generator=generator, dtype=torch.float64)
+        sign = (
+            torch.randint(0, 2, (m,), generator=generator, dtype=torch.float64, device=device) * 2
+            - 1
+        )
+        x = sign * root + std * torch.randn(
+            m, generator=generator, dtype=torch.float64, device=device
+        )
         log_q = torch.logaddexp(
             -0.5 * ((x - root) / std) ** 2, -0.5 * ((x + root) / std) ** 2
         ) - math.log(2 * std * math.sqrt(2 * math.pi))
         log_accept = -((x * x - delta) ** 2) - log_z1 - math.log(REJECTION_ENVELOPE) - log_q
-        u = torch.rand(m, generator=generator, dtype=torch.float64)
+        u = torch.rand(m, generator=generator, dtype=torch.float64, device=device)
         keep = x[torch.log(u) < log_accept]
         accepted.append(keep)
         n_accepted += keep.numel()
@@ -83,13 +93,14 @@ class ManyWell(Target):
         return torch.cat([grad_wells, -x[:, self.n_wells :]], dim=1)
 
     def _sample(self, n: int, generator: torch.Generator | None) -> Tensor:
-        wells = sample_double_well(n * self.n_wells, self.delta, generator).view(n, self.n_wells)
-        gauss = torch.randn(n, self.dim - self.n_wells, generator=generator)
-        return torch.cat([wells, gauss], dim=1)
+        device = self.draw_device(generator)
+        wells = sample_double_well(n * self.n_wells, self.delta, generator, device)
+        gauss = torch.randn(n, self.dim - self.n_wells, generator=generator, device=device)
+        return torch.cat([wells.view(n, self.n_wells), gauss], dim=1)
 
     def mode_assignment(self, x: Tensor) -> Tensor:
         bits = (x[:, : self.n_wells] > 0).to(torch.int64)
-        weights = 2 ** torch.arange(self.n_wells, dtype=torch.int64)
+        weights = 2 ** torch.arange(self.n_wells, dtype=torch.int64, device=x.device)
         return (bits * weights).sum(dim=1)
 
 

@@ -12,15 +12,21 @@ import math
 import torch
 from torch import Tensor
 
+from cds.devices import draw_device
+
 
 class StandardNormalPrior:
     """N(0, I_D), or its truncation to [−c, c]^D when `truncation` = c is given."""
 
-    def __init__(self, dim: int, truncation: float | None = None):
+    def __init__(
+        self, dim: int, truncation: float | None = None, device: torch.device | str = "cpu"
+    ):
         if truncation is not None and not truncation > 0:
             raise ValueError(f"prior truncation must be positive, got {truncation!r}")
         self.dim = dim
         self.truncation = truncation
+        #: Where generator-less draws happen (a draw with a generator happens on its device).
+        self.device = torch.device(device)
         if truncation is None:
             self._log_mass = 0.0
         else:
@@ -28,11 +34,14 @@ class StandardNormalPrior:
             self._log_mass = dim * math.log(mass)
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
-        """n samples of shape (n, D) float32 (inverse-CDF sampling when truncated)."""
+        """n samples of shape (n, D) float32 (inverse-CDF sampling when truncated), on the
+        generator's device."""
+        device = draw_device(generator, self.device)
         if self.truncation is None:
-            return torch.randn(n, self.dim, generator=generator)
+            return torch.randn(n, self.dim, generator=generator, device=device)
         lo = 0.5 * math.erfc(self.truncation / math.sqrt(2.0))  # Φ(−c)
-        u = lo + (1 - 2 * lo) * torch.rand(n, self.dim, generator=generator, dtype=torch.float64)
+        draw = torch.rand(n, self.dim, generator=generator, dtype=torch.float64, device=device)
+        u = lo + (1 - 2 * lo) * draw
         return torch.special.ndtri(u).to(torch.float32)
 
     def log_prob(self, x: Tensor) -> Tensor:

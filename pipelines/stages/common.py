@@ -14,6 +14,7 @@ from pathlib import Path
 from cds import seeding
 from cds.config import Params
 from cds.provenance import input_digests
+from cds.run_config import run_device
 from cds.targets import StandardNormalPrior, Target, check_density, get_target
 from pipelines.layout import Layout
 from pipelines.project_inputs import check_tracked, use_project_inputs
@@ -46,7 +47,9 @@ def build_target(params: Params, root: Path) -> Target:
 def probed_target(params: Params, root: Path) -> Target:
     """The target of `params`, refused (`TargetInputError` and friends, naming the target and
     value) unless its density and score are finite on prior samples. Cheap: what `cds run`
-    checks before it writes anything, and what the target stage checks again."""
+    checks before it writes anything, and what the target stage checks again. A device this
+    machine does not have is refused first (`cds.devices.DeviceError`)."""
+    run_device(params)
     target = build_target(params, root)
     prior = StandardNormalPrior(target.dim, params.sde.prior_truncation)
     check_density(

@@ -25,6 +25,7 @@ from cds.checkpoints import load_checkpoint
 from cds.config import Params
 from cds.metrics import noise_floor
 from cds.provenance import input_digests
+from cds.run_config import run_device
 from cds.samplers import sampler_from_checkpoint
 from cds.scoring import METRIC_VERSION, References, score_sampler
 from cds.targets import Target
@@ -51,22 +52,23 @@ def budgets(params: Params) -> list[int]:
     return [2**i for i in range(int(math.log2(top)) + 1)]
 
 
-def load_references(layout: Layout) -> References | None:
-    """The target stage's exact reference sets (validation, test), or None for targets
-    without exact samples."""
+def load_references(layout: Layout, device: torch.device | str = "cpu") -> References | None:
+    """The target stage's exact reference sets (validation, test) on `device`, or None for
+    targets without exact samples."""
     manifest = json.loads(require(layout.manifest, "target").read_text())
     if manifest["reference"] is None:
         return None
     return References(
-        torch.from_numpy(np.load(require(layout.reference_validation, "target"))),
-        torch.from_numpy(np.load(require(layout.reference_test, "target"))),
+        torch.from_numpy(np.load(require(layout.reference_validation, "target"))).to(device),
+        torch.from_numpy(np.load(require(layout.reference_test, "target"))).to(device),
     )
 
 
 def run(params: Params, layout: Layout, progress: bool = True) -> dict[str, Any]:
     """Score student and teacher; write metrics, report, budget curve and plots."""
-    target = checked_target(params, layout)
-    references = load_references(layout)
+    device = run_device(params)
+    target = checked_target(params, layout).to(device)
+    references = load_references(layout, device)
     student_path = require(layout.student, "student")
     teacher_path = require(layout.teacher, "teacher")
     shutil.rmtree(layout.eval_dir, ignore_errors=True)
@@ -78,6 +80,7 @@ def run(params: Params, layout: Layout, progress: bool = True) -> dict[str, Any]
             len(references.test),
             seeding.generator(cfg.seed, seeding.FLOOR),
             cfg.floor_repeats,
+            device,
         )
     steps = budgets(params)
     extra = 3 if params.method == "scds" else 2
@@ -88,7 +91,7 @@ def run(params: Params, layout: Layout, progress: bool = True) -> dict[str, Any]
         checkpoint: Path, label: str, validate: bool = False, **how: Any
     ) -> tuple[dict[str, Any], Tensor]:
         result = score_sampler(
-            sampler_from_checkpoint(checkpoint, target=target, **how),
+            sampler_from_checkpoint(checkpoint, target=target, device=device, **how),
             target,
             references,
             floor,

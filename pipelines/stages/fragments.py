@@ -11,6 +11,7 @@ from cds.cdds import generate_fragments, save_bank
 from cds.checkpoints import load_checkpoint
 from cds.config import Params
 from cds.integrators import coarse_indices
+from cds.run_config import run_device
 from cds.sde import uniform_grid
 from cds.targets import StandardNormalPrior
 from cds.teacher import load_teacher
@@ -26,16 +27,17 @@ def run(params: Params, layout: Layout, progress: bool = True) -> dict[str, Any]
     cfg = params.cdds
     manifest: dict[str, Any] = {"method": params.method, "fragments": cfg.fragments, "bank": None}
     if params.method == "cdds" and cfg.fragments != "online":
-        teacher, _ = load_teacher(require(layout.teacher, "teacher"))
-        prior = StandardNormalPrior(target.dim, params.sde.prior_truncation)
+        device = run_device(params)
+        teacher, _ = load_teacher(require(layout.teacher, "teacher"), device)
+        prior = StandardNormalPrior(target.dim, params.sde.prior_truncation, device)
         bank = generate_fragments(
             teacher,
-            target,
+            target.to(device),
             prior,
-            uniform_grid(cfg.n_fine, params.sde.T),
+            uniform_grid(cfg.n_fine, params.sde.T, device=device),
             coarse_indices(cfg.n_fine, cfg.n_coarse),
             cfg.bank_size,
-            seeding.generator(params.seed, seeding.FRAGMENTS),
+            seeding.generator(params.seed, seeding.FRAGMENTS, device=device),
             progress=progress,
         )
         manifest["bank"] = {"file": layout.bank.name, "pairs": len(bank)}

@@ -8,6 +8,7 @@ from typing import Any
 from cds.cdds import load_bank, train_student
 from cds.checkpoints import load_checkpoint
 from cds.config import Params
+from cds.run_config import run_device
 from cds.scds import train_scds
 from cds.teacher import load_teacher
 from cds.training import TrainingResult
@@ -32,11 +33,12 @@ def run(params: Params, layout: Layout, progress: bool = True) -> dict[str, Any]
                 monitor=monitor,
             )
         else:
-            teacher, _ = load_teacher(require(layout.teacher, "teacher"))
+            device = run_device(params)
+            teacher, _ = load_teacher(require(layout.teacher, "teacher"), device)
             teacher_fingerprint = load_checkpoint(layout.teacher)["fingerprint"]
             bank = None
             if params.cdds.fragments != "online":
-                bank, manifest = load_bank(require(layout.bank, "fragments"))
+                bank, manifest = load_bank(require(layout.bank, "fragments"), device)
                 if manifest.get("teacher_fingerprint") != teacher_fingerprint:
                     raise StageInputError(
                         f"{layout.bank} was built from another teacher: "
