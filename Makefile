@@ -24,9 +24,11 @@ $(STAMP): pyproject.toml
 	rm -f $(VENV)/.installed*
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	# torch first, pinned to the chosen build, so that no dependency can pull another one.
-	$(BIN)/pip install --quiet "torch==$(TORCH_VERSION)+$(TORCH_VARIANT)" \
+	# torch first, pinned to the chosen build, so that no dependency can pull another one;
+	# only torch itself comes from PyTorch's index, its dependencies from the usual one.
+	$(BIN)/pip install --quiet --no-deps "torch==$(TORCH_VERSION)+$(TORCH_VARIANT)" \
 		--extra-index-url $(TORCH_INDEX)
+	$(BIN)/pip install --quiet "torch==$(TORCH_VERSION)+$(TORCH_VARIANT)"
 	$(BIN)/pip install --quiet -e ".[dev,bench]"
 	$(BIN)/pip check
 	touch $(STAMP)
@@ -37,7 +39,7 @@ run: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/cds run
 
 lint: $(STAMP)
-	$(BIN)/ruff check cds pipelines tests benchmarks
+	$(BIN)/ruff check cds pipelines tests benchmarks examples
 
 test: $(STAMP) lint
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q

@@ -20,18 +20,6 @@ if TYPE_CHECKING:
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
-#: Teacher budget per target (iterations, EMA window): teacher_quality.py's measured rows.
-TEACHER_BUDGET = {
-    "gmm9": (1000, 300),
-    "mw54": (10000, 1500),
-    "funnel": (2000, 500),
-    "mw52": (2000, 500),
-}
-#: CDDS settings per target where the embedded default (tuned on gmm9: lr 5e-3, pseudo-Huber)
-#: is not the best measured: on mw54 lr 5e-3 oscillates (1.57× the teacher), lr 3e-3 gives
-#: 1.14× (cdds_quality.py). Like the teacher budget, the CDDS learning rate is per target.
-CDDS_SETTINGS: dict[str, dict[str, Any]] = {"mw54": {"cdds.optim.lr": 3e-3}}
-
 
 @dataclass(frozen=True)
 class Stream:
@@ -105,15 +93,19 @@ TEACHER_LOG_Z_SAMPLES = Stream(0)
 TIMING = Stream(0)
 
 
-def teacher_overrides(name: str) -> dict[str, Any]:
-    """Params overrides (dotted key → value) for a target's teacher budget."""
-    iterations, window = TEACHER_BUDGET[name]
-    return {"teacher.optim.iterations": iterations, "teacher.optim.ema_window": window}
-
-
 def target_overrides(name: str) -> dict[str, Any]:
-    """Params overrides for a target's pipeline runs: its teacher budget and CDDS settings."""
-    return {**teacher_overrides(name), **CDDS_SETTINGS.get(name, {})}
+    """The params a target's own preset sets (`cds/presets/<name>.yaml`, the one home of what was
+    learned per target), as dotted keys; {} for a target without one."""
+    from cds.presets import read_preset, target_preset
+    from pipelines.tracking import flatten
+
+    preset = target_preset(name)
+    return flatten(read_preset(preset)) if preset else {}
+
+
+def teacher_overrides(name: str) -> dict[str, Any]:
+    """The teacher's part of the target's preset (its budget)."""
+    return {k: v for k, v in target_overrides(name).items() if k.startswith("teacher.")}
 
 
 def train_seconds(cell_dir: Path, stage: str) -> float:

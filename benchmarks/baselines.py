@@ -45,6 +45,7 @@ from _common import (
     Stream,
     previous_results,
     print_table,
+    teacher_overrides,
     train_seconds,
     write_results,
 )
@@ -69,9 +70,6 @@ CURVE_M = (250, 500, 1000, 2000, 4000, 6000)
 CDS_SAMPLERS = ("DIS-128", "CDDS-1", "SCDS-1")
 #: Weight diagnostics (valid weights, from the cells' evaluations) copied into the summary.
 WEIGHT_KEYS = ("elbo", "log_Z_is", "ess", "abs_dlogZ_is")
-#: logreg_cancer's teacher budget (iterations, EMA window), mw54's: the default 1000 iterations
-#: left the teacher's ELBO 23 nats below its IS log Z (one run), 10,000 leave 15 (README).
-LOGREG_TEACHER = (10_000, 1500)
 
 
 def run_nuts(
@@ -280,14 +278,13 @@ def plot(name: str, points: list[dict[str, Any]], key: str, label: str) -> Path:
 
 
 def logreg_rows() -> list[dict[str, Any]]:
-    """CDDS (and its teacher) on logreg_cancer from one pipeline sweep cell (seed 0, teacher
-    budget LOGREG_TEACHER)."""
-    iterations, window = LOGREG_TEACHER
+    """CDDS (and its teacher) on logreg_cancer from one pipeline sweep cell (seed 0, the
+    teacher budget of its preset)."""
     grid = SweepGrid(
         name="baselines-logreg",
         targets=["logreg_cancer"],
         methods=["cdds"],
-        overrides=[{"teacher.optim.iterations": iterations, "teacher.optim.ema_window": window}],
+        overrides=[teacher_overrides("logreg_cancer")],
     )
     directory = ROOT / "runs" / "sweeps" / grid.name
     # the cell's torch threads are this process's (OMP_NUM_THREADS), not all the cores

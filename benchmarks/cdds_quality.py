@@ -1,7 +1,7 @@
 """CDDS one-step quality against our own 128-step DIS teacher, measured in the same run.
 
 Runs the pipeline's own stages in a temporary project per target, gmm9 by default: the target
-stage, the teacher stage (the target's budget, `_common.TEACHER_BUDGET`), the fragments stage
+stage, the teacher stage (the budget of the target's preset), the fragments stage
 (the pipeline's bank: its size and seed stream; run again only when a configuration changes the
 grid or the bank size) and the student stage for each configuration in CONFIGS. For each it
 reports: the paper Sinkhorn of the one-step sampler, of the teacher's 128-step SDE and of its
@@ -35,7 +35,6 @@ from typing import Any
 import torch
 from _common import (
     CDDS_MULTISTEP_SAMPLES,
-    CDDS_SETTINGS,
     CDDS_WEIGHTS,
     EXACT_REFERENCE,
     STUDENT_SAMPLES,
@@ -45,6 +44,7 @@ from _common import (
     previous_results,
     print_table,
     run_stage,
+    target_overrides,
     teacher_overrides,
     write_results,
 )
@@ -122,9 +122,10 @@ NOTE = (
 
 
 def recommended_config(name: str) -> str:
-    """The configuration that is the default with the target's CDDS settings applied
-    (`_common.CDDS_SETTINGS`, which paper_table.py's cells use too)."""
-    settings = as_set_items(CDDS_SETTINGS.get(name, {}))
+    """The configuration that is the default with the CDDS settings of the target's preset
+    applied (which paper_table.py's cells use too)."""
+    cdds = {k: v for k, v in target_overrides(name).items() if k.startswith("cdds.")}
+    settings = as_set_items(cdds)
     wanted = load_params(None, [*CONFIGS[DEFAULT_CONFIG][0], *settings]).cdds
     for label, (overrides, _) in CONFIGS.items():
         if load_params(None, overrides).cdds == wanted:

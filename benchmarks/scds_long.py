@@ -25,15 +25,17 @@ from pathlib import Path
 from typing import Any
 
 from _common import (
-    TEACHER_BUDGET,
     parse_set_items,
     previous_rows,
     print_table,
     target_overrides,
+    teacher_overrides,
     train_seconds,
     write_results,
 )
 
+from cds.presets import preset_names
+from cds.targets import target_names
 from pipelines.layout import Layout
 from pipelines.sweep import SweepGrid, cells, run_sweep
 
@@ -52,13 +54,18 @@ def _seed_teacher_store(name: str, store: Path) -> None:
             shutil.copy2(checkpoint, store / checkpoint.name)
 
 
+#: The targets with a preset of their own (their teacher budget sets SCDS's here).
+PRESET_TARGETS = [name for name in preset_names() if name in target_names()]
+
+
 def run_target(name: str, label: str, extra: list[str], torch_threads: int) -> dict[str, Any]:
-    iterations, window = TEACHER_BUDGET[name]
+    teacher = teacher_overrides(name)
+    iterations = teacher["teacher.optim.iterations"]
     overrides: dict[str, Any] = {
         **target_overrides(name),
         **FINE_ODE_32,
         "scds.optim.iterations": iterations,
-        "scds.optim.ema_window": window,
+        "scds.optim.ema_window": teacher["teacher.optim.ema_window"],
         **parse_set_items(extra),
     }
     grid = SweepGrid(
@@ -105,7 +112,7 @@ def run_target(name: str, label: str, extra: list[str], torch_threads: int) -> d
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--targets", nargs="+", default=["mw54"], choices=list(TEACHER_BUDGET))
+    parser.add_argument("--targets", nargs="+", default=["mw54"], choices=PRESET_TARGETS)
     parser.add_argument("--set", dest="extra", nargs="*", default=[], metavar="KEY=VALUE")
     parser.add_argument("--label", default="", help="names the run's row and sweep directory")
     parser.add_argument("--torch-threads", type=int, default=1)

@@ -34,7 +34,13 @@ from cds.jacobians import batch_jacobian, log_abs_det_jacobian
 from cds.losses import consistency_loss
 from cds.metrics import log_z_report, paper_sinkhorn
 from cds.networks import ConsistencyStudent, Control, consistency_scalings
-from cds.run_config import cdds_config, make_schedule, run_device, training_reference
+from cds.run_config import (
+    cdds_config,
+    make_schedule,
+    matching_target,
+    run_device,
+    training_reference,
+)
 from cds.sde import uniform_grid
 from cds.targets.base import Target
 from cds.targets.prior import StandardNormalPrior
@@ -93,6 +99,28 @@ def generate_fragments(
             bar.update(m)
     bar.close()
     return FragmentBank(torch.cat(lo), torch.cat(hi), torch.cat(pair))
+
+
+def build_fragment_bank(
+    params: Params, teacher: Control, target: Target, progress: bool = False
+) -> FragmentBank | None:
+    """The fragment bank `params` ask for (`cdds.fragments: bank | refresh`; None for
+    "online" or SCDS): `cdds.bank_size` pairs from the teacher's PF ODE on the run's device,
+    drawn from the stream `fragments` of `params.seed` (what the fragments stage stores)."""
+    cfg = params.cdds
+    if params.method != "cdds" or cfg.fragments == "online":
+        return None
+    device = run_device(params)
+    return generate_fragments(
+        teacher.to(device),
+        matching_target(params, target).to(device),
+        StandardNormalPrior(target.dim, params.sde.prior_truncation, device),
+        uniform_grid(cfg.n_fine, params.sde.T, device=device),
+        coarse_indices(cfg.n_fine, cfg.n_coarse),
+        cfg.bank_size,
+        seeding.generator(params.seed, seeding.FRAGMENTS, device=device),
+        progress=progress,
+    )
 
 
 @dataclass
@@ -215,7 +243,7 @@ def train_student(
     checkpoints resume; `options` say how the run is watched, `RunOptions`)."""
     cfg = params.cdds
     device = run_device(params)
-    target.to(device)
+    matching_target(params, target).to(device)
     teacher.to(device)
     schedule = make_schedule(params.sde)
     with seeding.initialisation(params.seed):

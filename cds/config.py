@@ -24,7 +24,7 @@ from pydantic import (
 
 from cds.devices import DEVICE_PATTERN
 from cds.networks import ACTIVATIONS
-from cds.targets.catalog import TARGETS
+from cds.targets.catalog import IN_MEMORY_TARGET, TARGETS
 
 PositiveInt = Annotated[int, Field(gt=0)]
 PositiveFloat = Annotated[float, Field(gt=0)]
@@ -52,7 +52,7 @@ class TargetParams(_Strict):
     def _known(cls, name: str) -> str:
         module, _, attribute = name.partition(":")
         user = all(part.isidentifier() for part in module.split(".")) and attribute.isidentifier()
-        if name not in TARGETS and not user:
+        if name not in TARGETS and not user and name != IN_MEMORY_TARGET:
             raise ValueError(
                 f"unknown target {name!r}; valid: {', '.join(TARGETS)} or 'module.path:ClassName'"
             )
@@ -343,9 +343,13 @@ def read_yaml(text: str) -> Any:
     return yaml.load(text, Loader=_YAMLLoader)
 
 
-def load_params(path: str | Path | None = None, overrides: list[str] | None = None) -> Params:
-    """Read params.yaml (or the defaults when `path` is None), apply `key=value` overrides
-    (values parsed as YAML), and validate.
+def load_params(
+    path: str | Path | None = None,
+    overrides: list[str] | None = None,
+    preset: str | None = None,
+) -> Params:
+    """Read params.yaml (or the defaults when `path` is None), lay the `preset` over it
+    (`cds.presets`), apply `key=value` overrides (values parsed as YAML), and validate.
 
     A file or override that names some keys of a section keeps the embedded defaults of the
     others: both are laid over the complete defaults, so `cdds.optim.iterations=N` keeps CDDS's
@@ -369,6 +373,14 @@ def load_params(path: str | Path | None = None, overrides: list[str] | None = No
         if not isinstance(raw, dict):
             return parse_params(raw, source)  # the error names the file
     raw = merged(Params().model_dump(mode="json"), raw)
+    if preset is not None:
+        from cds.presets import PresetError, read_preset
+
+        try:
+            raw = merged(raw, read_preset(preset))
+        except PresetError as err:
+            raise ParamsError(str(err)) from None
+        source = f"{source} with preset {preset!r}"
     for item in overrides or []:
         key, sep, value = item.partition("=")
         if not sep or not key:

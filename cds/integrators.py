@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 from torch import Tensor
@@ -136,9 +137,10 @@ def path_rnd(
     return paths.log_prior + (running + ito).sum(0) - drift_div - paths.log_target
 
 
-@dataclass
-class WeightedSamples:
-    """Samples with log importance weights (−R for SDE samplers, DF weights for flows)."""
+class WeightedSamples(NamedTuple):
+    """Samples with log importance weights (−R for SDE samplers, DF weights for flows).
+
+    samples: (n, D); log_weights: (n,) float64, log ρ(x) − log q(x), so that E[exp] = Z."""
 
     samples: Tensor
     log_weights: Tensor

@@ -25,6 +25,7 @@ from cds.networks import Control
 from cds.provenance import code_version, input_digests
 from cds.sde import VPSchedule
 from cds.targets.base import Target
+from cds.targets.catalog import IN_MEMORY_TARGET, TARGETS
 
 
 def fingerprint(payload: dict[str, Any]) -> str:
@@ -97,6 +98,20 @@ def make_control(
         clip_net=clip_value,
         clip_score=clip_value,
     )
+
+
+def matching_target(params: Params, target: Target) -> Target:
+    """`target`, refused when it cannot be what `params.target` names: a run records the
+    target by name, and a sampler that needs it later is rebuilt from that name, so training on
+    one density while params name a built-in one would silently swap them at sampling time."""
+    name = params.target.name
+    if name in TARGETS and target.name != name:
+        raise ValueError(
+            f"target.name = {name!r}, but the target given is {target.name!r}: name it in "
+            f"params (a built-in name, 'module.path:ClassName', or {IN_MEMORY_TARGET!r} for a "
+            "density passed as an object, which must then be passed again to sample)"
+        )
+    return target
 
 
 def run_device(params: Params) -> torch.device:

@@ -36,7 +36,7 @@ from cds.networks import ConsistencyStudent, Control
 from cds.sde import VPSchedule, is_power_of_two, uniform_grid
 from cds.targets import StandardNormalPrior, get_target
 from cds.targets.base import Target
-from cds.targets.catalog import TARGETS
+from cds.targets.catalog import IN_MEMORY_TARGET, TARGETS
 
 #: File name of the checkpoint inside a logged MLflow model's artifacts.
 CHECKPOINT_ARTIFACT = "sampler.pt"
@@ -227,7 +227,11 @@ def sampler_from_checkpoint(
     raise CheckpointError(f"{path}: kind {kind!r} is not a sampler (expected dis, cdds or scds)")
 
 
-class UntrustedTargetError(CheckpointError):
+class TargetNeededError(CheckpointError):
+    """A sampler needs its target at sampling time, and only the caller can give it."""
+
+
+class UntrustedTargetError(TargetNeededError):
     """A checkpoint names user code as its target and the caller did not trust it."""
 
 
@@ -240,6 +244,11 @@ def _target(path: str | Path, config: dict, dim: int, given: Target | None, trus
                 f"target has dim {given.dim}, the checkpoint {path} was trained for {dim}"
             )
         return given
+    if name == IN_MEMORY_TARGET:
+        raise TargetNeededError(
+            f"{path}: the sampler needs its target, a density that was passed as a Python "
+            "object when it was trained: pass it again (target=...)"
+        )
     if name in TARGETS or trust:
         return get_target(name, **options)
     raise UntrustedTargetError(

@@ -24,7 +24,13 @@ from cds.integrators import path_rnd, pf_ode_states, simulate_sde
 from cds.jacobians import batch_jacobian, exact_divergence, hutchinson_divergence
 from cds.losses import log_variance_loss
 from cds.networks import Control
-from cds.run_config import make_control, make_schedule, run_device, scds_config
+from cds.run_config import (
+    make_control,
+    make_schedule,
+    matching_target,
+    run_device,
+    scds_config,
+)
 from cds.sde import is_power_of_two, sub_grid, uniform_grid
 from cds.targets.base import Target
 from cds.targets.prior import StandardNormalPrior
@@ -155,7 +161,7 @@ def train_scds(
     which checkpoints resume; `options` say how the run is watched, `RunOptions`)."""
     cfg = params.scds
     device = run_device(params)
-    target.to(device)
+    matching_target(params, target).to(device)
     schedule = make_schedule(params.sde)
     with seeding.initialisation(params.seed):
         control = make_control(

@@ -26,6 +26,7 @@ from cds.networks import Control
 from cds.run_config import (
     make_control,
     make_schedule,
+    matching_target,
     run_device,
     teacher_config,
     training_reference,
@@ -94,7 +95,7 @@ def train_teacher(
     which checkpoints resume; `options` say how the run is watched, `RunOptions`)."""
     teacher = params.teacher
     device = run_device(params)
-    target.to(device)
+    matching_target(params, target).to(device)
     schedule = make_schedule(params.sde)
     with seeding.initialisation(params.seed):
         control = make_control(target.dim, schedule, teacher.network, teacher.clip.initial)

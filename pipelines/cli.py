@@ -77,6 +77,36 @@ def targets() -> None:
         typer.echo(f"{name:<15}{t.dim:>6}  {'yes' if t.has_exact_samples else 'no':<14}{log_z}")
 
 
+@app.command()
+def presets() -> None:
+    """List the presets (`cds run --preset NAME`, `cds.fit(preset=NAME)`) and what each is for."""
+    from cds.presets import PRESETS_DIR, preset_names
+
+    for name in preset_names():
+        first = (PRESETS_DIR / f"{name}.yaml").read_text().splitlines()[0]
+        typer.echo(f"{name:<15}{first.removeprefix('#').strip()}")
+
+
+def _chosen_preset(asked: str | None, base: Path, overrides: list[str]) -> str | None:
+    """The preset a run lays over its params (`cds.presets.chosen_preset`: the one asked for, or
+    the own preset of a built-in target that `--set target.name=…` switches to). Says which,
+    and the overrides."""
+    from cds.config import load_params
+    from cds.presets import PRESETS_DIR, chosen_preset
+
+    named = [
+        item.partition("=")[2].strip() for item in overrides if item.startswith("target.name=")
+    ]
+    base_target = load_params(base).target.name
+    preset = chosen_preset(asked, base_target, named[-1] if named else base_target)
+    if preset is not None:
+        how = "asked for" if asked else f"the own preset of target {named[-1]!r}"
+        typer.echo(f"preset:    {preset} ({how}; {PRESETS_DIR / preset}.yaml)", err=True)
+    if overrides:
+        typer.echo(f"overrides: {' '.join(overrides)}", err=True)
+    return preset
+
+
 def _write_params(project: Path, params: Any) -> None:
     """Make the validated `params` the project's params.yaml (the one file every stage reads,
     as `dvc exp run --set-param` does)."""
@@ -94,6 +124,13 @@ def run(
     ] = None,
     set_: Annotated[
         list[str] | None, typer.Option("--set", help="override, e.g. teacher.n_steps=64")
+    ] = None,
+    preset: Annotated[
+        str | None,
+        typer.Option(
+            help="preset laid over the params before --set (cds presets lists them; 'none': "
+            "not even the target's own)"
+        ),
     ] = None,
     wait: Annotated[
         float,
@@ -115,7 +152,8 @@ def run(
     from pipelines.stages.common import probed_target
 
     try:
-        validated = load_params(params or project / "params.yaml", set_ or [])
+        preset = _chosen_preset(preset, params or project / "params.yaml", set_ or [])
+        validated = load_params(params or project / "params.yaml", set_ or [], preset)
         with contextlib.chdir(project):  # paths in params are relative to the project
             probed_target(validated, project)
     except _input_errors() as err:
@@ -129,12 +167,12 @@ def run(
         with project_lock(project, wait):
             if wait:  # another run may have changed params.yaml while this one waited
                 try:
-                    validated = load_params(params or project / "params.yaml", set_ or [])
+                    validated = load_params(params or project / "params.yaml", set_ or [], preset)
                 except ParamsError as err:
                     _fail(str(err))
             _write_params(project, validated)
             summary = retrain(str(project))
-            if set_ or params is not None:  # params other than the committed ones
+            if set_ or params is not None or preset:  # params other than the committed ones
                 summary["experiment"] = save_experiment(project)
     except ProjectBusyError as err:
         _fail(str(err), code=EXIT_TRANSIENT)

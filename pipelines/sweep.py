@@ -27,6 +27,7 @@ from prefect import flow, get_run_logger, task
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from cds.config import ParamsError, load_params, read_yaml
+from cds.presets import chosen_preset
 from pipelines.dvc import TRANSIENT_MARKERS, dvc, repro_stage
 from pipelines.io import write_json_atomic, write_text_atomic
 from pipelines.layout import Layout
@@ -56,6 +57,9 @@ class SweepGrid(BaseModel):
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
     #: Each entry is a mapping of dotted params keys to values, applied on top of the base.
     overrides: list[dict[str, Any]] = Field(default_factory=lambda: [{}], min_length=1)
+    #: Preset laid over the base before the overrides (`cds.presets`): None gives a cell whose
+    #: target differs from the base's that target's own preset (where it has one); "none" none.
+    preset: str | None = None
     #: Register each cell's sampler (gate included) or only log its runs. Key `register` in
     #: sweep.yaml (the attribute name avoids shadowing BaseModel's own `register`).
     register_cells: bool = Field(default=False, alias="register")
@@ -77,6 +81,7 @@ class Cell:
     method: str
     seed: int
     overrides: list[str]
+    preset: str | None = None
 
 
 def cells(grid: SweepGrid) -> list[Cell]:
@@ -88,7 +93,8 @@ def cells(grid: SweepGrid) -> list[Cell]:
         name = re.sub(r"[^A-Za-z0-9_.-]+", "-", target).strip("-")
         suffix = f"-o{i}" if len(grid.overrides) > 1 else ""
         overrides = [f"{key}={json.dumps(value)}" for key, value in extra.items()]
-        out.append(Cell(f"{name}-{method}-s{seed}{suffix}", target, method, seed, overrides))
+        cell_id = f"{name}-{method}-s{seed}{suffix}"
+        out.append(Cell(cell_id, target, method, seed, overrides, grid.preset))
     return out
 
 
@@ -120,10 +126,12 @@ def _workspace(cell: Cell, settings: SweepSettings) -> Path:
     """The cell's working copy: created on first use; on later runs its pipeline definition,
     params and inputs are refreshed from the project (new code deps, new data in inputs/)."""
     project = Path(settings.project)
+    base = project / settings.base if settings.base else project / "params.yaml"
     params = load_params(
-        project / settings.base if settings.base else project / "params.yaml",
+        base,
         [f"target.name={cell.target}", f"method={cell.method}", f"seed={cell.seed}",
          *cell.overrides],
+        chosen_preset(cell.preset, load_params(base).target.name, cell.target),
     )  # fmt: skip
     root = Path(settings.directory) / "cells" / cell.id
     if (root / ".dvc").is_dir():

@@ -13,7 +13,9 @@ import pytest
 import torch
 
 from cds.config import Params, load_params
+from cds.presets import read_preset
 from cds.targets import Target
+from pipelines.tracking import flatten
 
 # Before Prefect or MLflow are imported anywhere: private Prefect home, no telemetry.
 _HOME = tempfile.mkdtemp(prefix="cds-tests-")
@@ -28,32 +30,9 @@ os.environ.setdefault("DVC_SITE_CACHE_DIR", str(Path(_HOME) / "dvc-site"))
 
 ROOT = Path(__file__).resolve().parents[1]
 
-#: A pipeline small enough to run end to end in seconds (quality is not the point).
-TINY = [
-    "teacher.n_steps=16",
-    "teacher.network.width=16",
-    "teacher.optim.iterations=40",
-    "teacher.optim.batch_size=64",
-    "teacher.optim.ema_window=10",
-    "teacher.optim.checkpoint_every=20",
-    "teacher.eval_every=1000",
-    "cdds.n_fine=16",
-    "cdds.n_coarse=5",
-    "cdds.network.width=16",
-    "cdds.bank_size=512",
-    "cdds.optim.iterations=40",
-    "cdds.optim.batch_size=64",
-    "cdds.optim.ema_window=10",
-    "cdds.optim.checkpoint_every=20",
-    "cdds.eval_every=1000",
-    "scds.n_steps=4",
-    "scds.network.width=16",
-    "scds.optim.iterations=30",
-    "scds.optim.batch_size=64",
-    "scds.optim.ema_window=10",
-    "evaluation.n_samples=300",
-    "evaluation.floor_repeats=1",
-]
+#: A pipeline small enough to run end to end in seconds (quality is not the point): the `smoke`
+#: preset, as `key=value` overrides.
+TINY = [f"{key}={value}" for key, value in flatten(read_preset("smoke")).items()]
 
 
 @pytest.fixture

@@ -2,6 +2,7 @@
 
 from cds.targets.base import NoExactSamplesError, Target, TargetInputError, check_density
 from cds.targets.catalog import (
+    IN_MEMORY_TARGET,
     TARGETS,
     InvalidUserTargetError,
     UnknownTargetError,
@@ -12,6 +13,7 @@ from cds.targets.catalog import (
 from cds.targets.prior import StandardNormalPrior
 
 __all__ = [
+    "IN_MEMORY_TARGET",
     "TARGETS",
     "InvalidUserTargetError",
     "NoExactSamplesError",

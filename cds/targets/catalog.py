@@ -36,6 +36,11 @@ TARGETS: dict[str, Callable[..., Target]] = {
 }
 
 
+#: The target name a run records for a density given as a Python object (`cds.fit`): nothing
+#: can rebuild it, so a sampler that needs it at sampling time must be handed it again.
+IN_MEMORY_TARGET = "<in-memory>"
+
+
 def target_names() -> list[str]:
     """Names of the built-in targets."""
     return list(TARGETS)
@@ -53,6 +58,11 @@ def get_target(name: str, **options: Any) -> Target:
             raise ValueError(f"invalid options {options!r} for target {name!r}: {err}") from None
     if ":" in name:
         return load_user_target(name, **options)
+    if name == IN_MEMORY_TARGET:
+        raise UnknownTargetError(
+            f"target {name!r} was a density passed as a Python object (cds.fit): nothing can "
+            "rebuild it; pass it again, or name a built-in target or 'module.path:ClassName'"
+        )
     raise UnknownTargetError(
         f"unknown target {name!r}; valid names are {', '.join(TARGETS)} "
         "or a user class given as 'module.path:ClassName'"

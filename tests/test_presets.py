@@ -1,0 +1,45 @@
+"""Presets: each one is valid params, `cds run --preset` and a built-in target's own preset lay
+them under --set, and an unknown preset is refused by name."""
+
+from __future__ import annotations
+
+import pytest
+from typer.testing import CliRunner
+
+from cds.config import Params, ParamsError, load_params
+from cds.presets import preset_names, read_preset, target_preset
+from cds.targets import target_names
+from pipelines.cli import app
+
+runner = CliRunner()
+
+
+@pytest.mark.parametrize("name", preset_names())
+def test_every_preset_is_valid_params(name):
+    params = load_params(None, preset=name)
+    assert params != Params() or name == "gmm9"  # gmm9's preset is the embedded defaults
+    assert read_preset(name)  # says something
+
+
+def test_presets_lie_under_overrides_and_targets_pick_their_own():
+    params = load_params(None, ["cdds.optim.lr=1e-3"], preset="mw54")
+    assert params.teacher.optim.iterations == 10_000 and params.cdds.optim.lr == 1e-3
+    assert params.scds.optim.lr == 3e-3 and params.cdds.optim.iterations == 100_000
+    assert target_preset("mw54") == "mw54" and target_preset("lgcp") is None
+    assert {"gmm9", "mw54", "logreg_cancer", "smoke"} <= set(preset_names())
+    assert set(preset_names()) - {"smoke"} <= set(target_names())
+    with pytest.raises(ParamsError, match="preset = 'mw55': unknown; valid:"):
+        load_params(None, preset="mw55")
+    with pytest.raises(ParamsError, match="unknown"):
+        load_params(None, preset="../params")
+
+
+def test_run_names_the_preset_it_applies(project):
+    result = runner.invoke(
+        app, ["run", "--project", str(project), "--set", "target.name=mw54", "--set", "seed=-1"]
+    )
+    assert result.exit_code == 2  # refused before anything runs
+    assert "preset:    mw54 (the own preset of target 'mw54'" in result.stderr
+    assert "overrides: target.name=mw54 seed=-1" in result.stderr
+    result = runner.invoke(app, ["run", "--project", str(project), "--preset", "nosuch"])
+    assert result.exit_code == 2 and "preset = 'nosuch': unknown" in result.stderr
