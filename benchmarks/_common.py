@@ -93,14 +93,17 @@ TEACHER_LOG_Z_SAMPLES = Stream(0)
 TIMING = Stream(0)
 
 
-def target_overrides(name: str) -> dict[str, Any]:
-    """The params a target's own preset sets (`cds/presets/<name>.yaml`, the one home of what was
-    learned per target), as dotted keys; {} for a target without one."""
+def target_overrides(
+    name: str, sections: tuple[str, ...] = ("teacher", "cdds", "scds")
+) -> dict[str, Any]:
+    """The params a target's own preset sets in `sections` (`cds/presets/<name>.yaml`, the one
+    home of what was learned per target), as dotted keys; {} for a target without one."""
     from cds.presets import read_preset, target_preset
     from pipelines.tracking import flatten
 
     preset = target_preset(name)
-    return flatten(read_preset(preset)) if preset else {}
+    found = flatten(read_preset(preset)) if preset else {}
+    return {key: value for key, value in found.items() if key.split(".")[0] in sections}
 
 
 def teacher_overrides(name: str) -> dict[str, Any]:

@@ -285,6 +285,7 @@ def logreg_rows() -> list[dict[str, Any]]:
         targets=["logreg_cancer"],
         methods=["cdds"],
         overrides=[teacher_overrides("logreg_cancer")],
+        preset="none",  # the settings above, as the recorded rows ran
     )
     directory = ROOT / "runs" / "sweeps" / grid.name
     # the cell's torch threads are this process's (OMP_NUM_THREADS), not all the cores

@@ -22,7 +22,7 @@ Run:  .venv/bin/python benchmarks/paper_table.py [--targets gmm9 mw54 ...] [--se
 (`--set` overrides every cell's params, e.g. a reduced budget; the overrides are recorded.
 `--seeds N` runs seeds 0 … N−1 and keeps the results file's rows of the target's other seeds.
 Torch threads per cell default to the cores divided among the workers. Each target's teacher
-budget and CDDS settings come from `_common.target_overrides`.)
+budget and CDDS settings come from its preset, `cds/presets/<target>.yaml`.)
       .venv/bin/python benchmarks/paper_table.py --remeasure --targets gmm9 [--large-n N]
 (measures only the large-n column again, from the checkpoints the results file records, with
 the same sample seeds; no sweep runs.)
@@ -212,7 +212,8 @@ def run_target(
     torch_threads: int | None = None,
 ) -> list[dict[str, Any]]:
     """Run (or collect) the target's sweep and return one row per sampler and seed."""
-    overrides = target_overrides(name)
+    # the preset's teacher and CDDS settings (SCDS ran at its defaults in the recorded rows)
+    overrides = target_overrides(name, ("teacher", "cdds"))
     for item in extra:
         key, _, value = item.partition("=")
         overrides[key] = read_yaml(value)
@@ -222,6 +223,7 @@ def run_target(
         methods=["cdds", "scds"],
         seeds=list(range(seeds)),
         overrides=[overrides],
+        preset="none",
     )
     directory = ROOT / "runs" / "sweeps" / grid.name
     sweep_id, results = run_sweep(

@@ -62,7 +62,7 @@ def run_target(name: str, label: str, extra: list[str], torch_threads: int) -> d
     teacher = teacher_overrides(name)
     iterations = teacher["teacher.optim.iterations"]
     overrides: dict[str, Any] = {
-        **target_overrides(name),
+        **target_overrides(name, ("teacher", "cdds")),  # SCDS: set below, as recorded
         **FINE_ODE_32,
         "scds.optim.iterations": iterations,
         "scds.optim.ema_window": teacher["teacher.optim.ema_window"],
@@ -74,6 +74,7 @@ def run_target(name: str, label: str, extra: list[str], torch_threads: int) -> d
         methods=["scds"],
         seeds=[0],
         overrides=[overrides],
+        preset="none",  # the settings above, as the recorded rows ran
     )
     directory = ROOT / "runs" / "sweeps" / grid.name
     _seed_teacher_store(name, directory / "teachers")

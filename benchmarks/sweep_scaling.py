@@ -29,7 +29,7 @@ BUDGET = [
     "evaluation.n_samples=2000",
     "evaluation.floor_repeats=1",
 ]
-GRID = SweepGrid(name="scaling", targets=["gmm9", "mw54"], seeds=[0, 1])
+GRID = SweepGrid(name="scaling", targets=["gmm9", "mw54"], seeds=[0, 1], preset="none")
 
 
 def main() -> None:

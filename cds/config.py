@@ -8,6 +8,7 @@ where the embedded default budget says otherwise.
 
 from __future__ import annotations
 
+import copy
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -228,7 +229,7 @@ class EvaluationParams(_Strict):
 
 class RegistryParams(_Strict):
     """Registration of the final sampler in the MLflow model registry, and its quality gate
-    (README: the registry). A new version takes the `champion` alias only if it was evaluated
+    (README: Quality gate). A new version takes the `champion` alias only if it was evaluated
     under the champion's protocol and, on every figure both versions have, it is no worse
     than the champion within the tolerance plus `error_multiplier` combined standard errors:
     its Sinkhorn/floor ratio at most (1 + sinkhorn_tolerance) × the champion's; its |Δlog Z|
@@ -343,6 +344,26 @@ def read_yaml(text: str) -> Any:
     return yaml.load(text, Loader=_YAMLLoader)
 
 
+def with_preset(raw: dict[str, Any], preset: str) -> dict[str, Any]:
+    """`raw` (complete params) with `preset` laid over it, after every key that a target's
+    preset sets is returned to its default (`cds.presets.target_preset_keys`)."""
+    from cds.presets import PresetError, read_preset, target_preset_keys
+
+    try:
+        layer = read_preset(preset)
+        keys = target_preset_keys()
+    except PresetError as err:
+        raise ParamsError(str(err)) from None
+    defaults = Params().model_dump(mode="json")
+    out = copy.deepcopy(raw)
+    for path in keys:
+        value: Any = defaults
+        for part in path:
+            value = value[part]
+        set_by_path(out, ".".join(path), value)
+    return merged(out, layer)
+
+
 def load_params(
     path: str | Path | None = None,
     overrides: list[str] | None = None,
@@ -374,12 +395,7 @@ def load_params(
             return parse_params(raw, source)  # the error names the file
     raw = merged(Params().model_dump(mode="json"), raw)
     if preset is not None:
-        from cds.presets import PresetError, read_preset
-
-        try:
-            raw = merged(raw, read_preset(preset))
-        except PresetError as err:
-            raise ParamsError(str(err)) from None
+        raw = with_preset(raw, preset)
         source = f"{source} with preset {preset!r}"
     for item in overrides or []:
         key, sep, value = item.partition("=")

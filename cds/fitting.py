@@ -4,7 +4,7 @@
     def log_prob(x):  # a batched log-density, up to a constant: (B, D) → (B,)
         return -0.5 * ((x - 2.0) / 0.5).square().sum(1)
     sampler = cds.fit(log_prob, dim=2, preset="smoke")
-    x = sampler.sample(1000, torch.Generator().manual_seed(0))
+    x = sampler.sample(1000, sampler.generator(0))   # a generator on the sampler's device
     print(sampler.log_z)   # LogZ(value=…, std_error=…, …)
     sampler.save("my_sampler.pt")   # cds.load_sampler("my_sampler.pt", target=…) reads it
 
@@ -16,7 +16,9 @@ With a `workdir`, checkpoints are kept there and an interrupted fit resumes.
 
 from __future__ import annotations
 
+import copy
 import hashlib
+import json
 import math
 import tempfile
 from collections.abc import Callable, Iterator
@@ -32,6 +34,7 @@ from cds import seeding
 from cds.cdds import build_fragment_bank, one_step_log_weights, train_student
 from cds.checkpoints import atomic_write, load_checkpoint
 from cds.config import Params, load_params
+from cds.devices import resolve_device
 from cds.integrators import WeightedSamples
 from cds.metrics import log_z_report
 from cds.presets import target_preset
@@ -44,11 +47,13 @@ from cds.samplers import (
     sampler_from_checkpoint,
 )
 from cds.scds import flow_log_weights, train_scds
+from cds.scoring import MAX_EXACT_DIM, weight_estimator
 from cds.targets import IN_MEMORY_TARGET, TARGETS, Target, get_target
 from cds.teacher import load_teacher, train_teacher
 
 #: Probe points on which a density given as a function is fingerprinted (its values there).
 PROBE_POINTS = 16
+CPU = torch.device("cpu")
 
 
 @dataclass(frozen=True)
@@ -100,16 +105,35 @@ class FittedSampler:
         """Network evaluations per sample."""
         return self.sampler.nfe
 
+    @property
+    def device(self) -> torch.device:
+        """Where the sampler runs; generators passed to it must live there too."""
+        return self.sampler.device
+
+    def generator(self, seed: int) -> torch.Generator:
+        """A generator on the sampler's device seeded with `seed` (same seed, same samples)."""
+        return torch.Generator(device=self.device).manual_seed(seed)
+
     def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
-        """n samples (n, D) from the sampler's device; the same seed gives the same samples."""
+        """n samples (n, D) on the sampler's device; the same seed gives the same samples."""
         return self.sampler.sample(n, generator)
 
     def weighted_samples(self, n: int, generator: torch.Generator | None = None) -> WeightedSamples:
         """n samples with valid log importance weights log w = log ρ(x) − log q(x) (so that
         E[w] = Z): −R of the SDE paths, or the deterministic-flow weights with exact Jacobians
         of a one-step CDDS or K-step SCDS map (docs/methods.md §6). A map that folds has no
-        valid weights: then this raises."""
-        samples, log_weights, signs = _weighted(self.sampler, self.target, n, generator)
+        valid weights, nor does a K-step SCDS map in more dimensions than exact Jacobians allow
+        (`cds.scoring.MAX_EXACT_DIM`): then this raises."""
+        if generator is None:
+            generator = torch.Generator(device=self.device)
+            generator.seed()
+        self.sampler._checked(n, generator)
+        samples, log_weights, signs, exact = _weighted(self.sampler, self.target, n, generator)
+        if not exact:
+            raise ValueError(
+                f"this {self.method} map has D = {self.target.dim} > {MAX_EXACT_DIM}: only a "
+                "trace estimate of its log-determinants exists, not valid weights"
+            )
         report = log_z_report(log_weights, None, det_signs=signs)
         if not report.get("weights_valid", True):
             raise ValueError(
@@ -124,22 +148,28 @@ class FittedSampler:
         return atomic_write(path, lambda fh: fh.write(self._checkpoint))
 
 
-def as_target(log_prob: str | Target | Callable[[Tensor], Tensor], dim: int | None) -> Target:
+def as_target(
+    log_prob: str | Target | Callable[[Tensor], Tensor],
+    dim: int | None,
+    device: torch.device = CPU,
+) -> Target:
     """A `Target` for what `cds.fit` was given: a target name (built-in or
-    'module.path:ClassName'), a target object as it is, or a batched function with its
-    dimension."""
+    'module.path:ClassName'), a copy of a target object (training moves it to the device), or
+    a batched function with its dimension, checked on `device`."""
     if isinstance(log_prob, str):
         log_prob = get_target(log_prob)
+    elif isinstance(log_prob, Target):
+        log_prob = copy.deepcopy(log_prob)
     if isinstance(log_prob, Target):
         if dim is not None and dim != log_prob.dim:
             raise ValueError(f"dim = {dim}, but the target has dim {log_prob.dim}")
-        return log_prob
+        return log_prob.to(device)
     if not callable(log_prob):
         raise TypeError(f"log_prob must be a function or a Target, got {type(log_prob).__name__}")
     if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
         raise ValueError(f"dim = {dim!r}: a function needs its dimension, a positive integer")
-    target = FunctionTarget(log_prob, dim, getattr(log_prob, "__name__", "density"))
-    probe = torch.randn(4, dim, generator=torch.Generator().manual_seed(0))
+    target = FunctionTarget(log_prob, dim, getattr(log_prob, "__name__", "density")).to(device)
+    probe = torch.randn(4, dim, generator=torch.Generator().manual_seed(0)).to(device)
     value = target.log_prob(probe)
     if not isinstance(value, Tensor) or value.shape != (4,):
         shape = tuple(value.shape) if isinstance(value, Tensor) else type(value).__name__
@@ -161,7 +191,13 @@ def fit_params(
     fingerprinted by its values."""
     if preset is None and target.name in TARGETS:
         preset = target_preset(target.name)
-    items = [f"{key}={value}" for key, value in (overrides or {}).items()]
+    for key in overrides or {}:
+        if key.split(".")[0] in ("target", "method"):
+            raise ValueError(
+                f"overrides[{key!r}]: the target and method are fit's own arguments (log_prob, "
+                "method); pass a target with options as an object or 'module.path:ClassName'"
+            )
+    items = [f"{key}={json.dumps(value)}" for key, value in (overrides or {}).items()]
     items.append(f"method={method}")
     if device is not None:
         items.append(f"device={device}")
@@ -175,7 +211,7 @@ def _in_memory(target: Target) -> dict[str, Any]:
     with a digest of its values on fixed probe points, so that a checkpoint of another density
     is never resumed."""
     probe = torch.randn(PROBE_POINTS, target.dim, generator=torch.Generator().manual_seed(0))
-    values = target.log_prob(probe).detach().double().cpu().numpy().tobytes()
+    values = target.log_prob(probe.to(target.device)).detach().double().cpu().numpy().tobytes()
     digest = hashlib.sha256(values).hexdigest()[:16]
     return {"name": IN_MEMORY_TARGET, "options": {"label": target.name, "values_sha256": digest}}
 
@@ -201,7 +237,8 @@ def fit(
     where it stopped; without it they live in a temporary directory."""
     if method not in ("cdds", "scds"):
         raise ValueError(f"method = {method!r}: expected 'cdds' or 'scds'")
-    target = as_target(log_prob, dim)
+    asked = device if device is not None else (overrides or {}).get("device", "auto")
+    target = as_target(log_prob, dim, resolve_device(asked))
     named = log_prob if isinstance(log_prob, str) else None
     params = fit_params(target, named, method, preset, device, overrides)
     with _workdir(workdir) as root:
@@ -229,9 +266,9 @@ def estimate_log_z(sampler: Sampler, target: Target, params: Params) -> LogZ:
     generator = seeding.generator(
         params.evaluation.seed, f"{seeding.SCORING}:fit", device=sampler.device
     )
-    _, log_weights, signs = _weighted(sampler, target, n, generator)
+    _, log_weights, signs, exact = _weighted(sampler, target, n, generator)
     report = log_z_report(log_weights, None, det_signs=signs)
-    valid = bool(report.get("weights_valid", True))
+    valid = exact and bool(report.get("weights_valid", True))
 
     def figure(key: str) -> float | None:
         value = report.get(key)
@@ -249,23 +286,31 @@ def estimate_log_z(sampler: Sampler, target: Target, params: Params) -> LogZ:
 
 
 def _weighted(
-    sampler: Sampler, target: Target, n: int, generator: torch.Generator | None
-) -> tuple[Tensor, Tensor, Tensor | None]:
-    """Samples, log weights and (for deterministic maps) the Jacobian signs of `sampler`."""
-    if generator is None:
-        generator = torch.Generator(device=sampler.device)
+    sampler: Sampler, target: Target, n: int, generator: torch.Generator
+) -> tuple[Tensor, Tensor, Tensor | None, bool]:
+    """Samples, log weights, the Jacobian signs (deterministic maps) and whether the weights
+    are exact (`cds.scoring.weight_estimator`: a trace estimate is not)."""
+    estimator = weight_estimator(sampler, target)
     if isinstance(sampler, DiffusionSampler):
         weighted = sampler.weighted_samples(n, generator)
-        return weighted.samples, weighted.log_weights, None
+        return weighted.samples, weighted.log_weights, None, True
     if isinstance(sampler, ConsistencySampler):
-        if sampler.nfe != 1:
+        if estimator is None:
             raise ValueError("a multistep CDDS sampler re-noises: it has no importance weights")
-        return one_step_log_weights(sampler.student, target, sampler.prior, n, generator)
+        x, log_w, signs = one_step_log_weights(sampler.student, target, sampler.prior, n, generator)
+        return x, log_w, signs, True
     assert isinstance(sampler, ShortcutSampler)
     x, log_w, signs = flow_log_weights(
-        sampler.control, target, sampler.prior, sampler.grid, sampler.nfe, n, generator
+        sampler.control,
+        target,
+        sampler.prior,
+        sampler.grid,
+        sampler.nfe,
+        n,
+        generator,
+        divergence=estimator or "hutchinson",
     )
-    return x, log_w, signs
+    return x, log_w, signs, estimator == "exact_logdet"
 
 
 @contextmanager

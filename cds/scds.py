@@ -51,7 +51,7 @@ def draw_shortcut_pairs(
     n_steps: int, batch: int, generator: torch.Generator, level_bias: float = 0.0
 ) -> tuple[Tensor, Tensor]:
     """Per sample: the half-step exponent j ∈ {0, …, L−1}, P(j) ∝ 2^(level_bias·j) (uniform at
-    0, the spec), and the start index on the fine grid, m·2^{j+1} with
+    0, docs/methods.md §5), and the start index on the fine grid, m·2^{j+1} with
     m ~ U{0, …, N/2^{j+1} − 1}, so that the full step 2d ends within the grid."""
     levels = int(math.log2(n_steps))
     if level_bias == 0.0:  # the uniform draw of earlier runs, stream for stream

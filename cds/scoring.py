@@ -47,6 +47,8 @@ def timed_samples(sampler: Sampler, n: int, generator: torch.Generator) -> tuple
     """n samples and the seconds they took."""
     start = time.perf_counter()
     x = sampler.sample(n, generator)
+    if x.device.type == "cuda":  # kernels run asynchronously: wait for them
+        torch.cuda.synchronize(x.device)
     return x, time.perf_counter() - start
 
 

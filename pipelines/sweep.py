@@ -24,10 +24,10 @@ from typing import Any, Literal
 
 import yaml
 from prefect import flow, get_run_logger, task
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from cds.config import ParamsError, load_params, read_yaml
-from cds.presets import chosen_preset
+from cds.presets import NO_PRESET, chosen_preset, preset_names
 from pipelines.dvc import TRANSIENT_MARKERS, dvc, repro_stage
 from pipelines.io import write_json_atomic, write_text_atomic
 from pipelines.layout import Layout
@@ -60,6 +60,14 @@ class SweepGrid(BaseModel):
     #: Preset laid over the base before the overrides (`cds.presets`): None gives a cell whose
     #: target differs from the base's that target's own preset (where it has one); "none" none.
     preset: str | None = None
+
+    @field_validator("preset")
+    @classmethod
+    def _known_preset(cls, name: str | None) -> str | None:
+        if name is not None and name != NO_PRESET and name not in preset_names():
+            raise ValueError(f"preset = {name!r}: unknown; valid: {', '.join(preset_names())}")
+        return name
+
     #: Register each cell's sampler (gate included) or only log its runs. Key `register` in
     #: sweep.yaml (the attribute name avoids shadowing BaseModel's own `register`).
     register_cells: bool = Field(default=False, alias="register")

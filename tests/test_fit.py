@@ -22,6 +22,7 @@ def shifted_gaussian(x: torch.Tensor) -> torch.Tensor:
     return 2.0 - 0.5 * ((x - torch.tensor([1.0, -1.0])) / 0.5).square().sum(1)
 
 
+@pytest.mark.slow  # trains a teacher and a student
 def test_fit_a_function_samples_weights_saves_and_loads_back(tmp_path):
     fitted = cds.fit(shifted_gaussian, dim=2, preset="smoke", device="cpu", progress=False)
     assert fitted.method == "cdds" and fitted.nfe == 1
@@ -34,11 +35,14 @@ def test_fit_a_function_samples_weights_saves_and_loads_back(tmp_path):
     log_z = fitted.log_z
     assert log_z.valid and log_z.n == 300 and log_z.std_error > 0  # smoke: 300 weighted samples
     assert math.isfinite(log_z.value) and log_z.elbo <= log_z.value + 1e-9
+    assert fitted.device.type == "cpu"
+    assert torch.equal(fitted.sample(7, fitted.generator(2)), fitted.sample(7, fitted.generator(2)))
     path = fitted.save(tmp_path / "s.pt")
     again = cds.load_sampler(path).sample(500, torch.Generator().manual_seed(3))  # CDDS: no target
     assert torch.equal(again, x)
 
 
+@pytest.mark.slow  # trains a teacher and a student
 def test_a_sampler_that_needs_an_in_memory_target_refuses_to_guess_it(tmp_path):
     fitted = cds.fit(
         shifted_gaussian, dim=2, method="scds", preset="smoke", device="cpu", progress=False
@@ -65,6 +69,7 @@ def test_training_refuses_a_target_other_than_the_one_params_name(tmp_path):
     train_teacher(named, ScaledGaussian(2, 0.0), tmp_path / "t.pt", progress=False)
 
 
+@pytest.mark.slow  # trains a teacher and a student
 def test_fit_by_name_records_the_target_and_resumes_from_its_workdir(tmp_path):
     fitted = cds.fit("gmm9", preset="smoke", device="cpu", workdir=tmp_path, progress=False)
     files = {p.name: p.stat().st_mtime_ns for p in tmp_path.glob("*.pt")}
@@ -77,8 +82,11 @@ def test_fit_by_name_records_the_target_and_resumes_from_its_workdir(tmp_path):
         cds.fit(get_target("gmm9"), dim=3)
     with pytest.raises(ValueError, match="needs its dimension"):
         cds.fit(shifted_gaussian)
+    with pytest.raises(ValueError, match=r"overrides\['target.name'\]"):
+        cds.fit(shifted_gaussian, dim=2, overrides={"target.name": "mw54"})
 
 
+@pytest.mark.slow  # trains a teacher and a student
 def test_the_example_runs():
     example = runpy.run_path(str(ROOT / "examples" / "fit_own_density.py"))
     out = example["main"]("smoke")

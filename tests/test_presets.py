@@ -43,3 +43,25 @@ def test_run_names_the_preset_it_applies(project):
     assert "overrides: target.name=mw54 seed=-1" in result.stderr
     result = runner.invoke(app, ["run", "--project", str(project), "--preset", "nosuch"])
     assert result.exit_code == 2 and "preset = 'nosuch': unknown" in result.stderr
+
+
+def test_switching_target_leaves_nothing_of_the_last_targets_preset(tmp_path):
+    import yaml
+
+    mw54 = load_params(None, ["target.name=mw54"], preset="mw54")
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(mw54.model_dump(mode="json")))
+    back = load_params(path, ["target.name=gmm9"], preset="gmm9")
+    defaults = Params()
+    assert back.scds.optim == defaults.scds.optim and back.cdds.optim == defaults.cdds.optim
+    assert back.teacher.optim.iterations == 1000
+
+
+def test_a_sweep_names_only_known_presets():
+    from pydantic import ValidationError
+
+    from pipelines.sweep import SweepGrid, cells
+
+    with pytest.raises(ValidationError, match="preset = 'fast': unknown"):
+        SweepGrid(preset="fast")
+    assert [c.preset for c in cells(SweepGrid(targets=["mw54"], preset="smoke"))] == ["smoke"]

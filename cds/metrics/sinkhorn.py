@@ -49,8 +49,10 @@ class _CostRows:
         self.n = x.shape[0]
         self.chunk_rows = chunk_rows
         self.full: Tensor | None = None
-        if self.n * y.shape[0] * 4 <= max_cost_bytes:
-            self.full = torch.cat([self._compute(i, j) for i, j in self._bounds()], dim=0)
+        if self.n * y.shape[0] * 4 <= max_cost_bytes:  # filled in place: no second copy
+            self.full = torch.empty(self.n, y.shape[0], dtype=torch.float32, device=x.device)
+            for start, stop in self._bounds():
+                self.full[start:stop] = self._compute(start, stop)
 
     def _bounds(self) -> Iterator[tuple[int, int]]:
         for start in range(0, self.n, self.chunk_rows):
@@ -134,11 +136,13 @@ def memory_plan(
     values are kept). On a GPU a 10⁵ × 10⁵ float32 cost (40 GB) is kept whole when half the
     free memory holds it, and otherwise recomputed chunk by chunk in 256 MB buffers."""
     if x.device.type != "cuda":
-        return chunk_rows or CPU_CHUNK_ROWS, max_cost_bytes or CPU_MAX_COST_BYTES
+        rows = CPU_CHUNK_ROWS if chunk_rows is None else chunk_rows
+        return rows, CPU_MAX_COST_BYTES if max_cost_bytes is None else max_cost_bytes
     if max_cost_bytes is None:
         free, _ = torch.cuda.mem_get_info(x.device)
         max_cost_bytes = int(GPU_COST_SHARE * free)
-    return chunk_rows or max(CPU_CHUNK_ROWS, GPU_CHUNK_BYTES // (4 * m)), max_cost_bytes
+    rows = max(CPU_CHUNK_ROWS, GPU_CHUNK_BYTES // (4 * m)) if chunk_rows is None else chunk_rows
+    return rows, max_cost_bytes
 
 
 def _check_sample_sets(x: Tensor, y: Tensor) -> None:

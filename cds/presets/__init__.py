@@ -42,6 +42,27 @@ def read_preset(name: str) -> dict[str, Any]:
     return raw
 
 
+def target_preset_keys() -> set[tuple[str, ...]]:
+    """Every params key (as a path) that some target's own preset sets: what a preset resets
+    to the defaults before it lays its own values, so that nothing of another target's preset
+    carries over when a project switches target."""
+    from cds.targets.catalog import TARGETS
+
+    keys: set[tuple[str, ...]] = set()
+
+    def walk(tree: dict[str, Any], prefix: tuple[str, ...]) -> None:
+        for key, value in tree.items():
+            if isinstance(value, dict):
+                walk(value, (*prefix, key))
+            else:
+                keys.add((*prefix, key))
+
+    for name in preset_names():
+        if name in TARGETS:
+            walk(read_preset(name), ())
+    return keys
+
+
 def target_preset(target_name: str) -> str | None:
     """The preset a built-in target picks by itself: the one named after it, if any."""
     return target_name if (PRESETS_DIR / f"{target_name}.yaml").is_file() else None
