@@ -36,9 +36,7 @@ from cds.metrics import log_z_report, paper_sinkhorn
 from cds.networks import ConsistencyStudent, Control, consistency_scalings
 from cds.run_config import (
     cdds_config,
-    make_schedule,
-    matching_target,
-    run_device,
+    run_setting,
     training_reference,
 )
 from cds.sde import uniform_grid
@@ -110,10 +108,10 @@ def build_fragment_bank(
     cfg = params.cdds
     if params.method != "cdds" or cfg.fragments == "online":
         return None
-    device = run_device(params)
+    device, _ = run_setting(params, target)
     return generate_fragments(
         teacher.to(device),
-        matching_target(params, target).to(device),
+        target,
         StandardNormalPrior(target.dim, params.sde.prior_truncation, device),
         uniform_grid(cfg.n_fine, params.sde.T, device=device),
         coarse_indices(cfg.n_fine, cfg.n_coarse),
@@ -242,10 +240,8 @@ def train_student(
     """Distil `teacher` into a consistency student (`Trainer.try_resume` says which
     checkpoints resume; `options` say how the run is watched, `RunOptions`)."""
     cfg = params.cdds
-    device = run_device(params)
-    matching_target(params, target).to(device)
+    device, schedule = run_setting(params, target)
     teacher.to(device)
-    schedule = make_schedule(params.sde)
     with seeding.initialisation(params.seed):
         student = ConsistencyStudent(
             target.dim, schedule.T, cfg.network.width, cfg.network.depth, cfg.network.activation

@@ -31,7 +31,7 @@ import torch
 from torch import Tensor
 
 from cds import seeding
-from cds.cdds import build_fragment_bank, one_step_log_weights, train_student
+from cds.cdds import build_fragment_bank, train_student
 from cds.checkpoints import atomic_write, load_checkpoint
 from cds.config import Params, load_params
 from cds.devices import resolve_device
@@ -40,14 +40,11 @@ from cds.metrics import log_z_report
 from cds.presets import target_preset
 from cds.run_config import run_device
 from cds.samplers import (
-    ConsistencySampler,
-    DiffusionSampler,
     Sampler,
-    ShortcutSampler,
     sampler_from_checkpoint,
 )
-from cds.scds import flow_log_weights, train_scds
-from cds.scoring import MAX_EXACT_DIM, weight_estimator
+from cds.scds import train_scds
+from cds.scoring import MAX_EXACT_DIM, sampler_weights
 from cds.targets import IN_MEMORY_TARGET, TARGETS, Target, get_target
 from cds.teacher import load_teacher, train_teacher
 
@@ -289,28 +286,12 @@ def _weighted(
     sampler: Sampler, target: Target, n: int, generator: torch.Generator
 ) -> tuple[Tensor, Tensor, Tensor | None, bool]:
     """Samples, log weights, the Jacobian signs (deterministic maps) and whether the weights
-    are exact (`cds.scoring.weight_estimator`: a trace estimate is not)."""
-    estimator = weight_estimator(sampler, target)
-    if isinstance(sampler, DiffusionSampler):
-        weighted = sampler.weighted_samples(n, generator)
-        return weighted.samples, weighted.log_weights, None, True
-    if isinstance(sampler, ConsistencySampler):
-        if estimator is None:
-            raise ValueError("a multistep CDDS sampler re-noises: it has no importance weights")
-        x, log_w, signs = one_step_log_weights(sampler.student, target, sampler.prior, n, generator)
-        return x, log_w, signs, True
-    assert isinstance(sampler, ShortcutSampler)
-    x, log_w, signs = flow_log_weights(
-        sampler.control,
-        target,
-        sampler.prior,
-        sampler.grid,
-        sampler.nfe,
-        n,
-        generator,
-        divergence=estimator or "hutchinson",
-    )
-    return x, log_w, signs, estimator == "exact_logdet"
+    are exact (`cds.scoring.sampler_weights`; a trace estimate is not)."""
+    weighted = sampler_weights(sampler, target, n, generator)
+    if weighted is None:
+        raise ValueError("a multistep CDDS sampler re-noises: it has no importance weights")
+    samples, log_weights, signs, estimator = weighted
+    return samples, log_weights, signs, estimator in ("sde", "exact_logdet")
 
 
 @contextmanager

@@ -114,6 +114,14 @@ def matching_target(params: Params, target: Target) -> Target:
     return target
 
 
+def run_setting(params: Params, target: Target) -> tuple[torch.device, VPSchedule]:
+    """What every training run starts from: its device, with `target` checked against the
+    params (`matching_target`) and moved there, and its noise schedule."""
+    device = run_device(params)
+    matching_target(params, target).to(device)
+    return device, make_schedule(params.sde)
+
+
 def run_device(params: Params) -> torch.device:
     """The device `params.device` names on this machine (`cds.devices.resolve_device`)."""
     return resolve_device(params.device)

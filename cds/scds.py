@@ -27,8 +27,7 @@ from cds.networks import Control
 from cds.run_config import (
     make_control,
     make_schedule,
-    matching_target,
-    run_device,
+    run_setting,
     scds_config,
 )
 from cds.sde import is_power_of_two, sub_grid, uniform_grid
@@ -160,9 +159,7 @@ def train_scds(
     """Train (or resume) SCDS from scratch; no teacher needed (`Trainer.try_resume` says
     which checkpoints resume; `options` say how the run is watched, `RunOptions`)."""
     cfg = params.scds
-    device = run_device(params)
-    matching_target(params, target).to(device)
-    schedule = make_schedule(params.sde)
+    device, schedule = run_setting(params, target)
     with seeding.initialisation(params.seed):
         control = make_control(
             target.dim, schedule, cfg.network, cfg.clip.initial, step_conditioned=True

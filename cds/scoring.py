@@ -73,26 +73,28 @@ def weight_estimator(
     raise TypeError(f"no weights for sampler {type(sampler).__name__}")
 
 
-def log_weights(
+def sampler_weights(
     sampler: Sampler,
     target: Target,
     n: int,
     generator: torch.Generator,
     max_jacobian_passes: int | None = None,
-) -> tuple[Tensor, Tensor | None] | None:
-    """Log importance weights of n fresh samples with the estimator `weight_estimator` picks,
-    and the Jacobian determinant signs of a deterministic map where they are known (None for
-    SDE weights and trace estimates); None where there are no weights."""
+) -> tuple[Tensor, Tensor, Tensor | None, str] | None:
+    """n fresh samples with their log importance weights from the estimator `weight_estimator`
+    picks, the Jacobian determinant signs of a deterministic map where they are known (None for
+    SDE weights and trace estimates), and the estimator's name; None where there are no
+    weights."""
     estimator = weight_estimator(sampler, target, max_jacobian_passes)
     if estimator is None:
         return None
     if isinstance(sampler, DiffusionSampler):
-        return sampler.weighted_samples(n, generator).log_weights, None
+        weighted = sampler.weighted_samples(n, generator)
+        return weighted.samples, weighted.log_weights, None, estimator
     if isinstance(sampler, ConsistencySampler):
-        _, log_w, signs = one_step_log_weights(sampler.student, target, sampler.prior, n, generator)
-        return log_w, signs
+        x, log_w, signs = one_step_log_weights(sampler.student, target, sampler.prior, n, generator)
+        return x, log_w, signs, estimator
     assert isinstance(sampler, ShortcutSampler)
-    _, log_w, signs = flow_log_weights(
+    x, log_w, signs = flow_log_weights(
         sampler.control,
         target,
         sampler.prior,
@@ -102,7 +104,19 @@ def log_weights(
         generator,
         divergence=estimator,
     )
-    return log_w, signs
+    return x, log_w, signs, estimator
+
+
+def log_weights(
+    sampler: Sampler,
+    target: Target,
+    n: int,
+    generator: torch.Generator,
+    max_jacobian_passes: int | None = None,
+) -> tuple[Tensor, Tensor | None] | None:
+    """The log weights and Jacobian signs of `sampler_weights` (None where there are none)."""
+    weighted = sampler_weights(sampler, target, n, generator, max_jacobian_passes)
+    return None if weighted is None else (weighted[1], weighted[2])
 
 
 def score_sampler(

@@ -26,8 +26,7 @@ from cds.networks import Control
 from cds.run_config import (
     make_control,
     make_schedule,
-    matching_target,
-    run_device,
+    run_setting,
     teacher_config,
     training_reference,
 )
@@ -94,9 +93,7 @@ def train_teacher(
     """Train (or resume) the DIS teacher of `params` on `target` (`Trainer.try_resume` says
     which checkpoints resume; `options` say how the run is watched, `RunOptions`)."""
     teacher = params.teacher
-    device = run_device(params)
-    matching_target(params, target).to(device)
-    schedule = make_schedule(params.sde)
+    device, schedule = run_setting(params, target)
     with seeding.initialisation(params.seed):
         control = make_control(target.dim, schedule, teacher.network, teacher.clip.initial)
     control.to(device)
