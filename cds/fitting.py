@@ -45,11 +45,20 @@ from cds.samplers import (
 )
 from cds.scds import train_scds
 from cds.scoring import MAX_EXACT_DIM, sampler_weights
-from cds.targets import IN_MEMORY_TARGET, TARGETS, Target, get_target
+from cds.targets import (
+    IN_MEMORY_TARGET,
+    TARGETS,
+    StandardNormalPrior,
+    Target,
+    check_density,
+    get_target,
+)
 from cds.teacher import load_teacher, train_teacher
 
 #: Probe points on which a density given as a function is fingerprinted (its values there).
 PROBE_POINTS = 16
+#: Prior samples on which the density must be finite before anything trains.
+DENSITY_PROBE = 1024
 CPU = torch.device("cpu")
 
 
@@ -238,6 +247,9 @@ def fit(
     target = as_target(log_prob, dim, resolve_device(asked))
     named = log_prob if isinstance(log_prob, str) else None
     params = fit_params(target, named, method, preset, device, overrides)
+    prior = StandardNormalPrior(target.dim, params.sde.prior_truncation)
+    probe = prior.sample(DENSITY_PROBE, seeding.generator(params.seed, seeding.DENSITY_PROBE))
+    check_density(target, probe.to(target.device))  # as the target stage does, before training
     with _workdir(workdir) as root:
         student = root / "student.pt"
         options = {"progress": progress, "reuse_finished": True}

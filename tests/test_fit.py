@@ -60,6 +60,25 @@ def test_a_sampler_that_needs_an_in_memory_target_refuses_to_guess_it(tmp_path):
     assert torch.equal(loaded.sample(50, g), fitted.sample(50, torch.Generator().manual_seed(0)))
 
 
+def test_fit_refuses_bad_input_before_training(tmp_path):
+    from cds.targets import TargetInputError
+
+    def nan_density(x: torch.Tensor) -> torch.Tensor:
+        return torch.full((len(x),), float("nan"))
+
+    with pytest.raises(TargetInputError, match="log density is nan"):
+        cds.fit(nan_density, dim=2, workdir=tmp_path)
+    with pytest.raises(ValueError, match="must have shape \\(4,\\)"):
+        cds.fit(lambda x: x, dim=2)
+    with pytest.raises(ValueError, match="method = 'nuts'"):
+        cds.fit(shifted_gaussian, dim=2, method="nuts")
+    with pytest.raises(ValueError, match="device = 'gpu'"):
+        cds.fit(shifted_gaussian, dim=2, device="gpu")
+    with pytest.raises(ValueError, match="preset = 'fast': unknown"):
+        cds.fit(shifted_gaussian, dim=2, preset="fast")
+    assert not list(tmp_path.iterdir())  # nothing written
+
+
 def test_training_refuses_a_target_other_than_the_one_params_name(tmp_path):
     params = load_params(None, ["teacher.optim.iterations=2"])  # target.name: gmm9
     with pytest.raises(ValueError, match=r"target\.name = 'gmm9', but the target given is"):

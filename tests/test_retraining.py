@@ -165,10 +165,10 @@ def test_code_edit_stales_exactly_the_stages_that_run_it(project):
     losses.write_text(original)
     assert stale(project) == set()
 
-    evaluation = project / "cds" / "evaluation.py"
-    original = edited(evaluation, "\n# edited\n")
+    scoring = project / "cds" / "scoring.py"
+    original = edited(scoring, "\n# edited\n")
     assert stale(project) == {"evaluate"}
-    evaluation.write_text(original)
+    scoring.write_text(original)
     # byte code written by imports is not a change
     (project / "cds" / "__pycache__").mkdir(exist_ok=True)
     (project / "cds" / "__pycache__" / "x.cpython-311.pyc").write_bytes(b"\0")
