@@ -37,6 +37,7 @@ from _common import (
     CDDS_MULTISTEP_SAMPLES,
     CDDS_WEIGHTS,
     EXACT_REFERENCE,
+    FIXED_BUDGETS,
     STUDENT_SAMPLES,
     TEACHER_SAMPLES,
     as_set_items,
@@ -126,9 +127,9 @@ def recommended_config(name: str) -> str:
     applied (which paper_table.py's cells use too)."""
     cdds = {k: v for k, v in target_overrides(name).items() if k.startswith("cdds.")}
     settings = as_set_items(cdds)
-    wanted = load_params(None, [*CONFIGS[DEFAULT_CONFIG][0], *settings]).cdds
+    wanted = load_params(None, [*CONFIGS[DEFAULT_CONFIG][0], *settings], preset=FIXED_BUDGETS).cdds
     for label, (overrides, _) in CONFIGS.items():
-        if load_params(None, overrides).cdds == wanted:
+        if load_params(None, overrides, preset=FIXED_BUDGETS).cdds == wanted:
             return label
     raise SystemExit(f"no configuration in CONFIGS is the default with {name}'s {settings}")
 
@@ -145,7 +146,7 @@ def measure_target(name: str, wanted: list[str]) -> list[dict[str, Any]]:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         layout = Layout(Path(tmp))
-        params = load_params(None, base)
+        params = load_params(None, base, preset=FIXED_BUDGETS)
         run_stage("target", params, layout)
         run_stage("teacher", params, layout)
         teacher_train_s = read_timings(layout.root, "teacher").get("train_seconds", math.nan)
@@ -176,7 +177,7 @@ def measure_target(name: str, wanted: list[str]) -> list[dict[str, Any]]:
         for label, (overrides, large_n) in CONFIGS.items():
             if label not in wanted:
                 continue
-            params = load_params(None, [*base, *overrides])
+            params = load_params(None, [*base, *overrides], preset=FIXED_BUDGETS)
             cfg = params.cdds
             if cfg.fragments != "online":
                 bank = (cfg.n_fine, cfg.n_coarse, cfg.bank_size)

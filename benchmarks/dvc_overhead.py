@@ -21,7 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import print_table, write_results
+from _common import FIXED_BUDGETS, print_table, write_results
 
 from cds.config import load_params
 from pipelines.dvc import dvc, dvc_env
@@ -97,7 +97,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         project = args.project
         if project is None:
-            project = create_workspace(ROOT, Path(tmp) / "project", load_params(None, TINY))
+            project = create_workspace(
+                ROOT, Path(tmp) / "project", load_params(None, TINY, preset=FIXED_BUDGETS)
+            )
             code, out = dvc(project, "repro", echo=False)
             assert code == 0, out
         rows = measure(project.resolve(), args.repeats)

@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from _common import RESULTS, TIMING, machine, print_table
+from _common import FIXED_BUDGETS, RESULTS, TIMING, machine, print_table
 
 from cds.cdds import ConsistencyObjective, generate_fragments
 from cds.config import Params, load_params
@@ -154,7 +154,7 @@ def main() -> None:
     if not torch.cuda.is_available():
         sys.exit("gpu_check needs a CUDA device; torch sees none here")
     cuda, cpu = torch.device("cuda"), torch.device("cpu")
-    params = load_params(None)
+    params = load_params(None, preset=FIXED_BUDGETS)
     tests = device_tests()
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as tmp:

@@ -46,7 +46,9 @@ KEYS = ("nfe", "elbo", "log_Z_is", "ess", "n_weights", "weights", "sample_second
 
 
 def main() -> None:
-    grid = SweepGrid(name="lgcp-end-to-end", targets=["lgcp"], overrides=[BUDGET])
+    grid = SweepGrid(
+        name="lgcp-end-to-end", targets=["lgcp"], overrides=[BUDGET], preset="none"
+    )  # the fixed budgets of params.yaml, as the recorded rows ran
     directory = ROOT / "runs" / "sweeps" / grid.name
     start = time.perf_counter()
     sweep_id, results = run_sweep(grid, ROOT, directory, "local")

@@ -23,7 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import TIMING, print_table, run_stage, write_results
+from _common import FIXED_BUDGETS, TIMING, print_table, run_stage, write_results
 
 from cds.cdds import load_bank, train_student
 from cds.config import load_params
@@ -73,6 +73,7 @@ def child(name: str, work: str, directory: Path) -> dict[str, float]:
             "teacher.eval_samples=16",
             "cdds.eval_samples=16",
         ],
+        preset=FIXED_BUDGETS,
     )
     layout = Layout(directory)
     teacher_path, student_path = layout.teacher, layout.student

@@ -28,6 +28,7 @@ from pathlib import Path
 
 from _common import (
     EXACT_REFERENCE,
+    FIXED_BUDGETS,
     SCDS_WEIGHTS,
     STUDENT_SAMPLES,
     TEACHER_SAMPLES,
@@ -79,7 +80,7 @@ def main(configs: list[str]) -> None:
     refs = {n: target.sample(n, EXACT_REFERENCE.generator(n)) for n in SIZES}
     rows, curves = [], {}
     with tempfile.TemporaryDirectory() as tmp:
-        params = load_params(None, ["teacher.eval_every=100000"])
+        params = load_params(None, ["teacher.eval_every=100000"], preset=FIXED_BUDGETS)
         start = time.perf_counter()
         train_teacher(params, target, Path(tmp) / "teacher.pt", progress=False)
         teacher_s = time.perf_counter() - start
@@ -91,7 +92,7 @@ def main(configs: list[str]) -> None:
         for label, overrides in CONFIGS.items():
             if configs and label not in configs:
                 continue
-            params = load_params(None, overrides)
+            params = load_params(None, overrides, preset=FIXED_BUDGETS)
             path = Path(tmp) / f"{label.replace(' ', '_')}.pt"
             start = time.perf_counter()
             train_scds(params, target, path, progress=False)

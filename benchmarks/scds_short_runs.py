@@ -19,6 +19,7 @@ import tempfile
 from pathlib import Path
 
 from _common import (
+    FIXED_BUDGETS,
     SHORT_RUN_REFERENCE,
     SHORT_RUN_SAMPLES,
     UNTRAINED_INIT,
@@ -87,7 +88,7 @@ def main(runs: list[str]) -> None:
             continue
         if runs and label not in runs:
             continue
-        params = load_params(None, [f"seed={seed}", *BUDGET, *overrides])
+        params = load_params(None, [f"seed={seed}", *BUDGET, *overrides], preset=FIXED_BUDGETS)
         with tempfile.TemporaryDirectory() as tmp:
             train_scds(params, target, Path(tmp) / "s.pt", progress=False)
             sampler = sampler_from_checkpoint(Path(tmp) / "s.pt", 1)

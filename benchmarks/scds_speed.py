@@ -17,7 +17,7 @@ Run:  .venv/bin/python benchmarks/scds_speed.py
 from __future__ import annotations
 
 import torch
-from _common import TIMING, best_of, print_table, write_results
+from _common import FIXED_BUDGETS, TIMING, best_of, print_table, write_results
 from teacher_speed import textbook_rnd
 
 from cds.config import load_params
@@ -32,7 +32,9 @@ AUTHORS_S = (0.44, 0.49)
 
 
 def main() -> None:
-    params = load_params(None, [f"scds.optim.batch_size={BATCH}", f"scds.n_steps={N_STEPS}"])
+    params = load_params(
+        None, [f"scds.optim.batch_size={BATCH}", f"scds.n_steps={N_STEPS}"], preset=FIXED_BUDGETS
+    )
     target = get_target("gmm9")
     TIMING.seed_global()
     control = make_control(2, make_schedule(params.sde), params.scds.network, 250.0, True)

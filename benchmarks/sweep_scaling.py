@@ -14,7 +14,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import print_table, write_results
+from _common import FIXED_BUDGETS, print_table, write_results
 
 from cds.config import load_params
 from pipelines.sweep import SweepGrid, run_sweep
@@ -36,7 +36,9 @@ def main() -> None:
     rows = []
     for workers in (1, 2):
         with tempfile.TemporaryDirectory() as tmp:
-            project = create_workspace(ROOT, Path(tmp) / "project", load_params(None, BUDGET))
+            project = create_workspace(
+                ROOT, Path(tmp) / "project", load_params(None, BUDGET, preset=FIXED_BUDGETS)
+            )
             start = time.perf_counter()
             _, cells = run_sweep(
                 GRID,

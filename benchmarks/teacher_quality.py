@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 from _common import (
+    FIXED_BUDGETS,
     TEACHER_QUALITY_EXACT,
     TEACHER_QUALITY_SAMPLES,
     previous_rows,
@@ -73,6 +74,7 @@ def main(selected: list[str]) -> None:
                 f"teacher.optim.ema_window={ema_window}",
                 "teacher.eval_every=100000",
             ],
+            preset=FIXED_BUDGETS,
         )
         target = get_target(name)
         with tempfile.TemporaryDirectory() as tmp:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 
 import torch
-from _common import TIMING, best_of, print_table, write_results
+from _common import FIXED_BUDGETS, TIMING, best_of, print_table, write_results
 
 from cds.config import load_params
 from cds.integrators import sample_sde
@@ -66,7 +66,7 @@ def textbook_rnd(control, target, prior, grid, n, gen, grad: bool, d=None, keep=
 
 
 def main() -> None:
-    params = load_params(None)
+    params = load_params(None, preset=FIXED_BUDGETS)
     target = get_target("gmm9")
     schedule = make_schedule(params.sde)
     TIMING.seed_global()

@@ -43,6 +43,7 @@ from cds.sde import uniform_grid
 from cds.targets.base import Target
 from cds.targets.prior import StandardNormalPrior
 from cds.training import RunOptions, TrainingResult, train
+from cds.validation import distillation_validation
 
 STUDENT_KIND = "cdds"
 
@@ -296,6 +297,19 @@ def train_student(
         checkpoint_path=checkpoint_path,
         evaluation=evaluation,
         eval_every=cfg.eval_every,
+        stopping=cfg.stopping,
+        validation=distillation_validation(
+            teacher,
+            target,
+            prior,
+            fine_grid,
+            coarse,
+            cfg.stopping.validation_samples,
+            params.seed,
+            cfg.loss,
+        )
+        if cfg.stopping.rule == "plateau"
+        else None,
         **options,
     )
 

@@ -119,16 +119,59 @@ class OptimParams(_Strict):
     checkpoint_every: PositiveInt = 250
 
 
+class StoppingParams(_Strict):
+    """When training ends (docs/methods.md §10, "Budgets"). "fixed": after `optim.iterations`,
+    the LR decaying over the whole run and the EMA over its last `optim.ema_window`. "plateau":
+    `optim.iterations` is a cap; the LR stays at `optim.lr` while a validation of the live
+    model (on draws of its own stream, the same at every check, no exact samples) is run every
+    `check_every` iterations, until `patience` checks in a row bring no gain on any of its
+    figures (after at least `min_iterations`); then a cool-down of `cooldown` iterations decays
+    the LR to `optim.lr · optim.lr_final_factor` with the EMA over its last
+    `optim.ema_window`. A run that reaches cap − cooldown cools down there."""
+
+    rule: Literal["fixed", "plateau"] = "plateau"
+    check_every: PositiveInt = 250
+    patience: PositiveInt = 3
+    min_iterations: Annotated[int, Field(ge=0)] = 1000
+    cooldown: PositiveInt = 500
+    #: Paths (teacher, SCDS) or held-out fragment paths (CDDS) each validation draws.
+    validation_samples: Annotated[int, Field(ge=16)] = 2000
+
+
+def _check_budget(optim: OptimParams, stopping: StoppingParams, section: str) -> None:
+    """A plateau run needs room for its cool-down, and its EMA within it."""
+    if stopping.rule != "plateau":
+        return
+    if stopping.cooldown >= optim.iterations:
+        raise ValueError(
+            f"{section}.stopping.cooldown = {stopping.cooldown} must be below the cap "
+            f"{section}.optim.iterations = {optim.iterations} (or set "
+            f"{section}.stopping.rule=fixed for a fixed budget)"
+        )
+    if optim.ema_window > stopping.cooldown:
+        raise ValueError(
+            f"{section}.optim.ema_window = {optim.ema_window} must not exceed "
+            f"{section}.stopping.cooldown = {stopping.cooldown} (the EMA runs in the cool-down)"
+        )
+
+
 class TeacherParams(_Strict):
     """DIS teacher (docs/methods.md §3)."""
 
     n_steps: PositiveInt = 128
     network: NetworkParams = NetworkParams()
     clip: ClipParams = ClipParams()
-    # Embedded default budget: measured to reach the gmm9 noise floor (docs/decisions.md).
-    optim: OptimParams = OptimParams(iterations=1000, ema_window=300)
+    #: Up to 10,000 iterations, ending when the validation ELBO and ESS stop improving
+    #: (gmm9's preset keeps its measured fixed 1,000; docs/decisions.md).
+    optim: OptimParams = OptimParams(iterations=10_000, ema_window=300)
+    stopping: StoppingParams = StoppingParams()
     eval_every: PositiveInt = 500
     eval_samples: PositiveInt = 2000
+
+    @model_validator(mode="after")
+    def _budget(self) -> TeacherParams:
+        _check_budget(self.optim, self.stopping, "teacher")
+        return self
 
 
 class CDDSParams(_Strict):
@@ -160,6 +203,10 @@ class CDDSParams(_Strict):
     optim: OptimParams = OptimParams(
         iterations=100_000, lr=5e-3, ema_window=300, checkpoint_every=2500
     )
+    #: Ends when the distillation error on held-out teacher paths stops improving.
+    stopping: StoppingParams = StoppingParams(
+        check_every=2500, min_iterations=10_000, cooldown=10_000
+    )
     eval_every: PositiveInt = 5000
     eval_samples: PositiveInt = 2000
 
@@ -169,6 +216,7 @@ class CDDSParams(_Strict):
             raise ValueError(
                 f"n_coarse = {self.n_coarse} must be at most n_fine + 1 = {self.n_fine + 1}"
             )
+        _check_budget(self.optim, self.stopping, "cdds")
         return self
 
 
@@ -191,8 +239,10 @@ class SCDSParams(_Strict):
     #: stable at 300; the paper has 0).
     sc_extra_steps: Annotated[int, Field(ge=0)] = 32
     #: Curriculum for those extra steps: their number rises linearly from 0 at the first
-    #: iteration to sc_extra_steps at this fraction of the iterations, so the shortcut is not
-    #: pulled hard towards the ODE of a sampler that is not trained yet. 0: all from the start.
+    #: iteration to sc_extra_steps at this fraction of the iterations (of a fixed budget; of
+    #: stopping.min_iterations under the plateau rule, so that the ramp is over before the run
+    #: can stop), so the shortcut is not pulled hard towards the ODE of a sampler that is not
+    #: trained yet. 0: all from the start.
     sc_extra_ramp: Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)] = 0.25
     #: Curriculum over step sizes: the half-step level j ∈ {0, …, L−1} of the self-consistency
     #: pairs is drawn with probability ∝ 2^(level_bias·j). 0 is uniform (docs/methods.md §5); 1
@@ -206,7 +256,10 @@ class SCDSParams(_Strict):
     #: learns the sampler's own fine ODE directly instead of bootstrapping through the levels
     #: below it.
     sc_target: Literal["half_steps", "fine_ode"] = "fine_ode"
-    optim: OptimParams = OptimParams(iterations=1500, ema_window=300)
+    #: Up to 10,000 iterations, ending when the self-consistency error and the N-step ELBO
+    #: stop improving.
+    optim: OptimParams = OptimParams(iterations=10_000, ema_window=300)
+    stopping: StoppingParams = StoppingParams()
 
     @field_validator("n_steps")
     @classmethod
@@ -214,6 +267,11 @@ class SCDSParams(_Strict):
         if n & (n - 1):
             raise ValueError(f"must be a power of two, got {n}")
         return n
+
+    @model_validator(mode="after")
+    def _budget(self) -> SCDSParams:
+        _check_budget(self.optim, self.stopping, "scds")
+        return self
 
 
 class EvaluationParams(_Strict):
@@ -345,22 +403,26 @@ def read_yaml(text: str) -> Any:
 
 
 def with_preset(raw: dict[str, Any], preset: str) -> dict[str, Any]:
-    """`raw` (complete params) with `preset` laid over it, after every key that a target's
-    preset sets is returned to its default (`cds.presets.target_preset_keys`)."""
-    from cds.presets import PresetError, read_preset, target_preset_keys
+    """`raw` (complete params) with `preset` laid over it, after undoing the own preset of
+    `raw`'s target (`cds.presets.base_preset_values`): each key that preset sets and that still
+    holds its value there returns to the embedded default, so nothing of the last target's
+    tuning carries over to another target, while what a project set for itself (a smoke budget,
+    say) stays."""
+    from cds.presets import PresetError, base_preset_values, read_preset
 
     try:
         layer = read_preset(preset)
-        keys = target_preset_keys()
+        undone = base_preset_values(raw["target"]["name"])
     except PresetError as err:
         raise ParamsError(str(err)) from None
     defaults = Params().model_dump(mode="json")
     out = copy.deepcopy(raw)
-    for path in keys:
-        value: Any = defaults
+    for path, value in undone.items():
+        here, default = out, defaults
         for part in path:
-            value = value[part]
-        set_by_path(out, ".".join(path), value)
+            here, default = here[part], default[part]
+        if here == value:
+            set_by_path(out, ".".join(path), default)
     return merged(out, layer)
 
 

@@ -94,13 +94,22 @@ class FunctionTarget(Target):
 
 
 class FittedSampler:
-    """A trained sampler with its target: `sample`, `weighted_samples`, `log_z` and `save`."""
+    """A trained sampler with its target: `sample`, `weighted_samples`, `log_z` and `save`;
+    `budgets` says how long each training run took and why it stopped (`cds.training`)."""
 
-    def __init__(self, sampler: Sampler, target: Target, checkpoint: bytes, log_z: LogZ):
+    def __init__(
+        self,
+        sampler: Sampler,
+        target: Target,
+        checkpoint: bytes,
+        log_z: LogZ,
+        budgets: dict[str, dict[str, Any]] | None = None,
+    ):
         self.sampler = sampler
         self.target = target
         self._checkpoint = checkpoint
         self.log_z = log_z
+        self.budgets = budgets or {}
 
     @property
     def method(self) -> str:
@@ -238,9 +247,9 @@ def fit(
     target's name (built-in or 'module.path:ClassName', rebuilt by name when sampling). `method`:
     "cdds" distils a DIS teacher, "scds" trains one step-size-conditioned control. `preset`
     names a file of `cds.presets` (a built-in target picks its own); `overrides` maps dotted
-    params keys to values (`{"teacher.optim.iterations": 2000}`); `device`: auto, cpu, cuda or
-    cuda:N (default: the params' `auto`). `workdir` keeps the checkpoints, so a fit resumes
-    where it stopped; without it they live in a temporary directory."""
+    params keys to values (`{"teacher.optim.iterations": 20000}`: a higher cap); `device`:
+    auto, cpu, cuda or cuda:N (default: the params' `auto`). `workdir` keeps the checkpoints,
+    so a fit resumes where it stopped; without it they live in a temporary directory."""
     if method not in ("cdds", "scds"):
         raise ValueError(f"method = {method!r}: expected 'cdds' or 'scds'")
     asked = device if device is not None else (overrides or {}).get("device", "auto")
@@ -253,19 +262,23 @@ def fit(
     with _workdir(workdir) as root:
         student = root / "student.pt"
         options = {"progress": progress, "reuse_finished": True}
+        budgets = {}
         if method == "scds":
-            train_scds(params, target, student, log_path=root / "student_log.jsonl", **options)
+            log_path = root / "student_log.jsonl"
+            budgets["scds"] = train_scds(params, target, student, log_path=log_path, **options).stop
         else:
             teacher_path = root / "teacher.pt"
-            train_teacher(params, target, teacher_path, **options)
+            budgets["teacher"] = train_teacher(params, target, teacher_path, **options).stop
             teacher, _ = load_teacher(teacher_path, run_device(params))
             fingerprint = load_checkpoint(teacher_path)["fingerprint"]
             bank = build_fragment_bank(params, teacher, target, progress)
-            train_student(params, target, teacher, fingerprint, student, bank, **options)
+            budgets["cdds"] = train_student(
+                params, target, teacher, fingerprint, student, bank, **options
+            ).stop
         checkpoint = student.read_bytes()
         sampler = sampler_from_checkpoint(student, target=target, device=params.device)
     log_z = estimate_log_z(sampler, target, params)
-    return FittedSampler(sampler, target, checkpoint, log_z)
+    return FittedSampler(sampler, target, checkpoint, log_z, budgets)
 
 
 def estimate_log_z(sampler: Sampler, target: Target, params: Params) -> LogZ:

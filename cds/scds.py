@@ -34,6 +34,7 @@ from cds.sde import is_power_of_two, sub_grid, uniform_grid
 from cds.targets.base import Target
 from cds.targets.prior import StandardNormalPrior
 from cds.training import RunOptions, TrainingResult, train
+from cds.validation import self_consistency_validation
 
 SCDS_KIND = "scds"
 
@@ -129,7 +130,7 @@ class SelfConsistencyObjective:
             return p.lambda_sc * (pred - goal).square().mean() / self.control.dim
 
         extra = [self_consistency] * extra_steps_at(
-            iteration, p.optim.iterations, p.sc_extra_steps, p.sc_extra_ramp
+            iteration, self.ramp_horizon, p.sc_extra_steps, p.sc_extra_ramp
         )
         info: dict[str, Any] = {"dropped_paths": dropped}
         if p.update == "alternating":
@@ -137,6 +138,15 @@ class SelfConsistencyObjective:
             return p.lambda_s * loss_s, info
         info["follow_ups"] = extra
         return p.lambda_s * loss_s + self_consistency(), info
+
+    @property
+    def ramp_horizon(self) -> int:
+        """The iterations `sc_extra_ramp` is a fraction of: the fixed budget, or the plateau
+        rule's minimum (at least 1)."""
+        p = self.params
+        if p.stopping.rule == "fixed":
+            return p.optim.iterations
+        return max(1, p.stopping.min_iterations)
 
     def _fine_ode_states(self, generator: torch.Generator, base_step: float) -> Tensor:
         """States (N+1, B, D) of B PF-ODE paths at the base step with the current θ, no
@@ -177,6 +187,10 @@ def train_scds(
         seed=seeding.stream_seed(params.seed, seeding.TRAIN),
         checkpoint_path=checkpoint_path,
         clip=cfg.clip,
+        stopping=cfg.stopping,
+        validation=self_consistency_validation(
+            target, prior, grid, cfg.stopping.validation_samples, params.seed
+        ),
         **options,
     )
 
@@ -192,7 +206,7 @@ def load_scds(
         int(payload["metadata"]["dim"]),
         make_schedule(SDEParams.model_validate(config["sde"])),
         cfg.network,
-        cfg.clip.value_at(cfg.optim.iterations),
+        cfg.clip.value_at(int(payload["step"]) - 1),  # in force at its last iteration
         step_conditioned=True,
     )
     frozen_with_ema(control, payload, device)

@@ -25,6 +25,7 @@ TRAIN = "train"  # the trainer's batches
 FRAGMENTS = "fragments"  # the CDDS fragment bank
 FRAGMENT_REFRESH = "fragment_refresh"  # its rebuilds (`cdds.fragments: refresh`)
 TRAIN_EVAL = "train_eval"  # draws of the periodic in-training evaluations
+VALIDATION = "validation"  # the plateau rule's draws, the same at every check
 DENSITY_PROBE = "density_probe"  # the target stage's finiteness probe
 
 #: Evaluation streams (root: evaluation.seed).
@@ -41,6 +42,7 @@ PURPOSES = frozenset(
         FRAGMENTS,
         FRAGMENT_REFRESH,
         TRAIN_EVAL,
+        VALIDATION,
         DENSITY_PROBE,
         REFERENCE_VALIDATION,
         REFERENCE_TEST,

@@ -34,6 +34,7 @@ from cds.sde import uniform_grid
 from cds.targets.base import Target
 from cds.targets.prior import StandardNormalPrior
 from cds.training import RunOptions, TrainingResult, train
+from cds.validation import teacher_validation
 
 TEACHER_KIND = "dis"
 
@@ -100,6 +101,7 @@ def train_teacher(
     prior = StandardNormalPrior(target.dim, params.sde.prior_truncation, device)
     grid = uniform_grid(teacher.n_steps, schedule.T, device=device)
     reference = training_reference(params, target, teacher.eval_samples)
+    stopping = teacher.stopping
 
     def evaluation(model: torch.nn.Module, iteration: int) -> dict[str, Any]:
         return evaluate_sde_sampler(
@@ -124,6 +126,10 @@ def train_teacher(
         clip=teacher.clip,
         evaluation=evaluation,
         eval_every=teacher.eval_every,
+        stopping=stopping,
+        validation=teacher_validation(
+            target, prior, grid, stopping.validation_samples, params.seed
+        ),
         **options,
     )
 
@@ -140,7 +146,7 @@ def load_teacher(
         int(payload["metadata"]["dim"]),
         make_schedule(SDEParams.model_validate(config["sde"])),
         teacher.network,
-        teacher.clip.value_at(teacher.optim.iterations),
+        teacher.clip.value_at(int(payload["step"]) - 1),  # in force at its last iteration
     )
     frozen_with_ema(control, payload, device)
     return control, config

@@ -11,6 +11,14 @@ EMA (the weights used for evaluation and saved as "the model"): during the last 
 iterations, every `ema_every`-th iteration, shadow ← γ_e·shadow + (1 − γ_e)·θ with
 γ_e = min(1 − (1 + e)^(−0.9), 0.9999), e = iterations since the EMA start; before it, shadow = θ.
 
+Budgets (`StoppingParams`): a "fixed" run takes `optim.iterations` iterations, the LR decaying
+stepwise over all of them. A "plateau" run treats `optim.iterations` as a cap: the LR stays at
+`optim.lr` while a `Validation` of the live model runs every `check_every` iterations; once
+`patience` checks in a row bring no gain beyond its tolerance on any of its `Criterion`s (or
+cap − cooldown is reached), a cool-down of `cooldown` iterations decays the LR stepwise to
+`lr · lr_final_factor`, with the EMA over its last `ema_window`. The run records when and why it
+stopped (`TrainingResult.stop`).
+
 Checkpoints are atomic and hold the model, the EMA shadow, optimizer, scheduler, the simulation
 generator's state, the loss history and counters: everything a resume needs and nothing that
 depends on the machine or the moment, so the same run writes the same bytes (DVC hashes them).
@@ -37,7 +45,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from cds.checkpoints import DIGEST, load_checkpoint, save_checkpoint, write_text_atomic
-from cds.config import ClipParams, OptimParams
+from cds.config import ClipParams, OptimParams, StoppingParams
 from cds.run_config import fingerprint
 
 log = logging.getLogger(__name__)
@@ -50,6 +58,42 @@ Objective = Callable[[int, torch.Generator], tuple[Tensor, dict[str, Any]]]
 #: RUN_SPECIFIC_SUFFIX (wall times) reach the monitor but are kept out of checkpoints and logs.
 Evaluation = Callable[[nn.Module, int], dict[str, Any]]
 RUN_SPECIFIC_SUFFIX = "_seconds"
+
+
+@dataclass(frozen=True)
+class Criterion:
+    """One figure of a validation: its value, the least change that counts as a gain (e.g. its
+    standard error), and whether higher is better."""
+
+    value: float
+    tolerance: float
+    higher_is_better: bool = True
+
+    def gains_over(self, best: float | None) -> bool:
+        """Whether this value beats `best` by more than the tolerance (any finite value beats
+        no best; a non-finite one never gains)."""
+        if not math.isfinite(self.value):
+            return False
+        if best is None:
+            return True
+        change = self.value - best if self.higher_is_better else best - self.value
+        return change > self.tolerance
+
+
+#: A validation maps the live model to its named criteria (the plateau rule's evidence).
+Validation = Callable[[nn.Module], dict[str, Criterion]]
+
+
+@dataclass
+class Plateau:
+    """The plateau rule's state: the best value of each criterion so far, the checks since the
+    last gain, where the cool-down began (None before) and why, and every check made."""
+
+    best: dict[str, float] = field(default_factory=dict)
+    since_gain: int = 0
+    cooldown_from: int | None = None
+    reason: str | None = None
+    checks: list[dict[str, Any]] = field(default_factory=list)
 
 
 class TrainingMonitor(Protocol):
@@ -86,6 +130,9 @@ class TrainingResult:
     #: Wall time of this process's iterations (not of earlier, resumed-from runs).
     train_seconds: float = 0.0
     evaluations: list[dict[str, Any]] = field(default_factory=list)
+    #: How the run ended: the rule, its iterations, and for "plateau" where the cool-down
+    #: began and why.
+    stop: dict[str, Any] = field(default_factory=dict)
 
 
 def _decoded(metadata: Any) -> Any:
@@ -102,7 +149,7 @@ def _device_of(model: nn.Module) -> torch.device:
 
 
 class Trainer:
-    """Runs an objective for `optim.iterations` iterations with checkpoints and resume."""
+    """Runs an objective for its budget (`StoppingParams`) with checkpoints and resume."""
 
     def __init__(
         self,
@@ -120,7 +167,15 @@ class Trainer:
         log_path: str | Path | None = None,
         progress: bool = True,
         monitor: TrainingMonitor | None = None,
+        stopping: StoppingParams | None = None,
+        validation: Validation | None = None,
     ):
+        #: The plateau rule's settings (None under the fixed rule), and its state.
+        self.rule = stopping if stopping is not None and stopping.rule == "plateau" else None
+        if self.rule is not None and validation is None:
+            raise ValueError(f"{kind}: the plateau rule needs a validation")
+        self.validation = validation
+        self.plateau = Plateau()
         self.model = model
         self.objective = objective
         self.optim = optim
@@ -140,11 +195,11 @@ class Trainer:
             model.parameters(), lr=optim.lr, weight_decay=optim.weight_decay
         )
         gamma = optim.lr_final_factor ** (optim.lr_decay_every / optim.iterations)
+        #: The fixed rule's LR decay (the plateau rule sets the LR itself, `_plateau_lr`).
         self.scheduler = torch.optim.lr_scheduler.StepLR(
             self.optimizer, step_size=optim.lr_decay_every, gamma=gamma
         )
         self.ema_model = copy.deepcopy(model)
-        self.ema_start = max(0, optim.iterations - optim.ema_window)
         self.ema_started = False
         self.step = 0
         self.losses: list[float] = []
@@ -161,7 +216,7 @@ class Trainer:
             "fingerprint": self.fingerprint,
             "metadata": self.metadata,
             "step": self.step,
-            "iterations": self.optim.iterations,
+            "iterations": self.end,
             "model": self.model.state_dict(),
             "ema": self._ema_state(),
             "ema_started": self.ema_started,
@@ -172,6 +227,7 @@ class Trainer:
             "skipped": self.skipped,
             "dropped_paths": self.dropped_paths,
             "evaluations": json.dumps(self.evaluations),
+            **({"plateau": json.dumps(vars(self.plateau))} if self.rule is not None else {}),
         }
 
     def _ema_state(self) -> dict[str, Tensor]:
@@ -192,6 +248,8 @@ class Trainer:
         self.skipped = int(payload["skipped"])
         self.dropped_paths = int(payload["dropped_paths"])
         self.evaluations = json.loads(payload["evaluations"])
+        if self.rule is not None:
+            self.plateau = Plateau(**json.loads(payload["plateau"]))
 
     def try_resume(self, reuse_finished: bool = False) -> bool:
         """Resume from the checkpoint file if it exists, matches this configuration and is
@@ -223,6 +281,84 @@ class Trainer:
 
     def save(self) -> None:
         save_checkpoint(self.checkpoint_path, self.state())
+
+    # --------------------------------------------------------------------- budget
+    @property
+    def end(self) -> int:
+        """The run's last iteration count: `optim.iterations` (fixed rule, or a plateau run
+        still exploring: its cap), else the end of the cool-down."""
+        start = self.plateau.cooldown_from
+        if self.rule is None or start is None:
+            return self.optim.iterations
+        return start + self.rule.cooldown
+
+    @property
+    def ema_start(self) -> int:
+        """The first iteration of the EMA window (never, while a plateau run explores)."""
+        if self.rule is not None and self.plateau.cooldown_from is None:
+            return self.optim.iterations
+        return max(0, self.end - self.optim.ema_window)
+
+    def _plateau_lr(self, iteration: int) -> float:
+        """The plateau rule's LR: `optim.lr` until the cool-down, then decayed every
+        min(`lr_decay_every`, cooldown) iterations towards lr·lr_final_factor at its end."""
+        start = self.plateau.cooldown_from
+        if self.rule is None or start is None or iteration < start:
+            return self.optim.lr
+        every = min(self.optim.lr_decay_every, self.rule.cooldown)
+        done = (iteration - start) // every * every
+        return self.optim.lr * self.optim.lr_final_factor ** (done / self.rule.cooldown)
+
+    def _check_plateau(self) -> None:
+        """At a check: validate the live model, note gains, and start the cool-down after
+        `patience` checks without one (or when the cap leaves only the cool-down)."""
+        rule, state = self.rule, self.plateau
+        if rule is None or state.cooldown_from is not None:
+            return
+        if self.step >= self.optim.iterations - rule.cooldown:
+            state.cooldown_from = self.step
+            state.reason = f"cap: {self.optim.iterations} iterations"
+            return
+        if self.step % rule.check_every:
+            return
+        self.model.eval()
+        criteria = self.validation(self.model)  # type: ignore[misc]
+        self.model.train()
+        gains = [
+            name
+            for name, criterion in criteria.items()
+            if criterion.gains_over(state.best.get(name))
+        ]
+        for name in gains:
+            state.best[name] = criteria[name].value
+        state.since_gain = 0 if gains else state.since_gain + 1
+        record = {
+            "iteration": self.step,
+            **{f"validation_{name}": c.value for name, c in criteria.items()},
+            "gains": gains,
+        }
+        state.checks.append(record)
+        if self.monitor is not None:
+            self.monitor.evaluation({k: v for k, v in record.items() if k != "gains"})
+        if state.since_gain >= rule.patience and self.step >= rule.min_iterations:
+            state.cooldown_from = self.step
+            state.reason = (
+                f"plateau: no gain in {rule.patience} checks of {rule.check_every} iterations "
+                f"on {', '.join(criteria)}"
+            )
+        log.info("%s check at %d: %s", self.kind, self.step, record)
+
+    def stop_record(self) -> dict[str, Any]:
+        """When and why the run ended (so far)."""
+        if self.rule is None:
+            return {"rule": "fixed", "iterations": self.step}
+        return {
+            "rule": "plateau",
+            "iterations": self.step,
+            "cooldown_from": self.plateau.cooldown_from,
+            "reason": self.plateau.reason,
+            "checks": len(self.plateau.checks),
+        }
 
     # --------------------------------------------------------------------- loop
     def _update_ema(self, iteration: int) -> None:
@@ -268,6 +404,9 @@ class Trainer:
         The LR scheduler and the EMA advance once per iteration, and only when every step was
         applied."""
         self._set_clips(iteration)
+        if self.rule is not None:
+            for group in self.optimizer.param_groups:
+                group["lr"] = self._plateau_lr(iteration)
         loss, info = self.objective(iteration, self.generator)
         self.dropped_paths += int(info.get("dropped_paths", 0))
         value = float(loss.detach())
@@ -277,7 +416,8 @@ class Trainer:
             value += float(further.detach())
             applied = self._optimizer_step(further) and applied
         if applied:
-            self.scheduler.step()
+            if self.rule is None:
+                self.scheduler.step()
             self._update_ema(iteration)
         return value, applied
 
@@ -304,17 +444,16 @@ class Trainer:
 
     def run(self, stop_after: int | None = None) -> TrainingResult:
         """Train to the end (or stop after `stop_after` iterations, for tests of resume)."""
-        total = self.optim.iterations
         bar = tqdm(
-            total=total,
+            total=self.end,
             initial=self.step,
             desc=f"train {self.kind}",
             disable=not self.progress,
             dynamic_ncols=True,
         )
         running = None
-        stop = total if stop_after is None else min(total, self.step + stop_after)
-        while self.step < stop:
+        stop = self.optim.iterations if stop_after is None else self.step + stop_after
+        while self.step < min(stop, self.end):
             iteration = self.step
             started = time.perf_counter()
             value, applied = self._iteration(iteration)
@@ -325,6 +464,8 @@ class Trainer:
             elif math.isfinite(value):
                 running = value if running is None else 0.95 * running + 0.05 * value
             self.step += 1
+            self._check_plateau()
+            bar.total = self.end
             bar.set_postfix(  # drawn by the next update, at tqdm's own rate
                 loss=f"{running:.4g}" if running is not None else "nan",
                 skipped=self.skipped,
@@ -334,7 +475,7 @@ class Trainer:
             if self.monitor is not None:
                 lr = self.optimizer.param_groups[0]["lr"]
                 self.monitor.iteration(self.step, value, lr, self.skipped)
-            done = self.step == total
+            done = self.step == self.end
             if self.eval_every and (self.step % self.eval_every == 0 or done):
                 self._evaluate(self.step)
             if self.step % self.optim.checkpoint_every == 0 or done or self.step == stop:
@@ -350,6 +491,7 @@ class Trainer:
             iterations=self.step,
             train_seconds=self.train_seconds,
             evaluations=self.evaluations,
+            stop=self.stop_record(),
         )
         if self.monitor is not None:
             self.monitor.finished(result)
@@ -379,12 +521,15 @@ def train(
     clip: ClipParams | None = None,
     evaluation: Evaluation | None = None,
     eval_every: int | None = None,
+    stopping: StoppingParams | None = None,
+    validation: Validation | None = None,
     **options: Unpack[RunOptions],
 ) -> TrainingResult:
     """The one training entry point of the teacher, CDDS and SCDS: train `model` on
     `objective` (or resume it, `Trainer.try_resume`), its batches drawn from a generator seeded
-    with `seed`. The checkpoint records `config` (`cds.run_config`), its fingerprint and `dim`,
-    from which the model is rebuilt."""
+    with `seed`, for the budget `stopping` sets (`validation` judges the plateau rule). The
+    checkpoint records `config` (`cds.run_config`), its fingerprint and `dim`, from which the
+    model is rebuilt."""
     trainer = Trainer(
         model,
         objective,
@@ -400,6 +545,8 @@ def train(
         log_path=options.get("log_path"),
         progress=options.get("progress", True),
         monitor=options.get("monitor"),
+        stopping=stopping,
+        validation=validation,
     )
     trainer.try_resume(options.get("reuse_finished", False))
     return trainer.run(stop_after=options.get("stop_after"))

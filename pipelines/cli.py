@@ -89,10 +89,10 @@ def presets() -> None:
 
 def _chosen_preset(asked: str | None, base: Path, overrides: list[str]) -> str | None:
     """The preset a run lays over its params (`cds.presets.chosen_preset`: the one asked for, or
-    the own preset of a built-in target that `--set target.name=…` switches to). Says which,
-    and the overrides."""
+    the own preset of the target `--set target.name=…` switches to, `default` for one without).
+    Says which, and the overrides."""
     from cds.config import load_params
-    from cds.presets import PRESETS_DIR, chosen_preset
+    from cds.presets import DEFAULT_PRESET, PRESETS_DIR, chosen_preset
 
     named = [
         item.partition("=")[2].strip() for item in overrides if item.startswith("target.name=")
@@ -100,7 +100,12 @@ def _chosen_preset(asked: str | None, base: Path, overrides: list[str]) -> str |
     base_target = load_params(base).target.name
     preset = chosen_preset(asked, base_target, named[-1] if named else base_target)
     if preset is not None:
-        how = "asked for" if asked else f"the own preset of target {named[-1]!r}"
+        if asked:
+            how = "asked for"
+        elif preset == DEFAULT_PRESET:
+            how = f"target {named[-1]!r} has no preset of its own"
+        else:
+            how = f"the own preset of target {named[-1]!r}"
         typer.echo(f"preset:    {preset} ({how}; {PRESETS_DIR / preset}.yaml)", err=True)
     if overrides:
         typer.echo(f"overrides: {' '.join(overrides)}", err=True)

@@ -90,6 +90,10 @@ class LiveRun:
 
     def finished(self, result: TrainingResult) -> None:
         self._metric("train_seconds", result.train_seconds, result.iterations)
+        self._metric("iterations", result.iterations, result.iterations)
+        if result.stop.get("cooldown_from") is not None:  # the plateau rule: when, and why
+            self._metric("cooldown_from", result.stop["cooldown_from"], result.iterations)
+            self.client.set_tag(self.run_id, "budget", result.stop["reason"])
         self.flush()
 
 

@@ -59,6 +59,8 @@ METRICS: tuple[Metric, ...] = (
     _metric("teacher_sinkhorn", "the teacher's sinkhorn on the same reference", S),
     _metric("sinkhorn_vs_teacher", "sinkhorn / teacher_sinkhorn", S, T, B),
     _metric("sinkhorn_validation", "sinkhorn on the validation reference (choosing K)", C),
+    _metric("mode_mass_err_max", "largest |share of samples in a mode − its true mass|", H, S, B),
+    _metric("std_rel_err_max", "largest relative error of a marginal standard deviation", H, S, B),
     _metric("abs_dlogZ_is", "|IS log Z − log Z| where log Z is known", H, C, S, E, B),
     _metric("abs_dlogZ_elbo", "|ELBO − log Z| where log Z is known", H, C),
     _metric("log_Z_is", "importance-sampling log Z estimate", H, E),

@@ -116,6 +116,7 @@ def tiny_teacher_params(**overrides: object) -> Params:
     base = [
         "teacher.n_steps=16",
         "teacher.optim.iterations=30",
+        "teacher.stopping.rule=fixed",
         "teacher.optim.batch_size=64",
         "teacher.optim.checkpoint_every=10",
         "teacher.optim.ema_window=12",

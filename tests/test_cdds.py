@@ -173,6 +173,7 @@ def test_short_distillation_beats_untrained_student(loss, iterations, limit):
         [
             f"cdds.loss={loss}",
             f"cdds.optim.iterations={iterations}",
+            "cdds.stopping.rule=fixed",
             "cdds.optim.batch_size=256",
             "cdds.n_fine=32",
             "cdds.n_coarse=5",

@@ -9,6 +9,7 @@ import json
 import torch
 from typer.testing import CliRunner
 
+from cds.targets import target_names
 from pipelines.cli import app
 from pipelines.layout import Layout
 from pipelines.timings import read_timings
@@ -30,9 +31,10 @@ def test_targets_lists_every_target_with_dim_and_log_z():
     result = runner.invoke(app, ["targets"])
     assert result.exit_code == 0
     lines = result.stdout.strip().splitlines()
-    assert len(lines) == 8
+    assert len(lines) == 1 + len(target_names())
     assert lines[1].split() == ["gmm9", "2", "yes", "0.000000"]
-    assert lines[-1].split() == ["logreg_cancer", "31", "no", "unknown"]
+    assert lines[7].split() == ["logreg_cancer", "31", "no", "unknown"]
+    assert lines[-1].split() == ["student5", "5", "yes", "3.841412"]
 
 
 def test_run_rejects_bad_params_before_any_stage(project):

@@ -66,7 +66,14 @@ def test_a_second_run_is_refused_and_changes_nothing(project):
 
 
 def test_sigterm_stops_a_run_within_seconds_and_leaves_a_resumable_checkpoint(project):
-    run = start(project, "run", "--set", "teacher.optim.iterations=100000")
+    run = start(
+        project,
+        "run",
+        "--set",
+        "teacher.optim.iterations=100000",
+        "--set",
+        "teacher.stopping.rule=fixed",
+    )
     teacher = Layout(project).teacher
     wait_for(teacher.exists, timeout=300)
     sent = time.monotonic()

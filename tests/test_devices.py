@@ -133,7 +133,12 @@ def test_cpu_and_cuda_train_the_same_distribution(tmp_path):
     reference = target.sample(2000, torch.Generator().manual_seed(5))
     results = {}
     for device in ("cpu", "cuda"):
-        params = load_params(None, [*TINY, f"device={device}", "teacher.optim.iterations=300"])
+        overrides = [
+            f"device={device}",
+            "teacher.optim.iterations=300",
+            "teacher.stopping.rule=fixed",
+        ]
+        params = load_params(None, [*TINY, *overrides])
         model = train_teacher(params, target, tmp_path / f"{device}.pt", progress=False).ema_model
         g = torch.Generator(device=device).manual_seed(1)
         prior = StandardNormalPrior(2, device=device)

@@ -36,6 +36,10 @@ def test_fit_a_function_samples_weights_saves_and_loads_back(tmp_path):
     assert log_z.valid and log_z.n == 300 and log_z.std_error > 0  # smoke: 300 weighted samples
     assert math.isfinite(log_z.value) and log_z.elbo <= log_z.value + 1e-9
     assert fitted.device.type == "cpu"
+    for run in ("teacher", "cdds"):  # smoke: the plateau rule, cooled down by iteration 30
+        budget = fitted.budgets[run]
+        assert budget["rule"] == "plateau" and budget["iterations"] == 40
+        assert budget["cooldown_from"] <= 30 and budget["reason"]
     assert torch.equal(fitted.sample(7, fitted.generator(2)), fitted.sample(7, fitted.generator(2)))
     path = fitted.save(tmp_path / "s.pt")
     again = cds.load_sampler(path).sample(500, torch.Generator().manual_seed(3))  # CDDS: no target
@@ -80,11 +84,19 @@ def test_fit_refuses_bad_input_before_training(tmp_path):
 
 
 def test_training_refuses_a_target_other_than_the_one_params_name(tmp_path):
-    params = load_params(None, ["teacher.optim.iterations=2"])  # target.name: gmm9
+    # target.name: gmm9
+    params = load_params(None, ["teacher.optim.iterations=2", "teacher.stopping.rule=fixed"])
     with pytest.raises(ValueError, match=r"target\.name = 'gmm9', but the target given is"):
         train_teacher(params, ScaledGaussian(2, 0.0), tmp_path / "t.pt", progress=False)
     assert not (tmp_path / "t.pt").exists()
-    named = load_params(None, ["teacher.optim.iterations=2", f"target.name={IN_MEMORY_TARGET}"])
+    named = load_params(
+        None,
+        [
+            "teacher.optim.iterations=2",
+            "teacher.stopping.rule=fixed",
+            f"target.name={IN_MEMORY_TARGET}",
+        ],
+    )
     train_teacher(named, ScaledGaussian(2, 0.0), tmp_path / "t.pt", progress=False)
 
 

@@ -46,6 +46,7 @@ def scds_checkpoint(path: Path) -> Path:
             "scds.n_steps=4",
             "scds.network.width=16",
             "scds.optim.iterations=3",
+            "scds.stopping.rule=fixed",
             "scds.optim.batch_size=16",
             "scds.optim.ema_window=2",
         ],

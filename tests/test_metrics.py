@@ -19,8 +19,10 @@ from cds.metrics import (
     log_mean_exp_std_error,
     log_z_report,
     marginal_std_errors,
+    marginal_std_rel_error,
     mmd_rbf,
     mode_coverage,
+    mode_mass_errors,
     paper_sinkhorn,
     sinkhorn_divergence,
 )
@@ -194,3 +196,30 @@ def test_mode_coverage_and_marginals():
     ref = torch.randn(50000, 3, generator=g) * 3
     err = marginal_std_errors(torch.randn(50000, 3, generator=g) * 3, ref)
     assert err["std_abs_err_max"] < 0.1 and err["std_x0"] == pytest.approx(3.0, abs=0.05)
+
+
+def test_mode_masses_and_relative_marginal_stds():
+    assignments = torch.tensor([0] * 50 + [1] * 30 + [2] * 20)
+    exact = mode_mass_errors(assignments, torch.tensor([0.5, 0.3, 0.2]))
+    assert exact["mode_mass_err_max"] == pytest.approx(0.0, abs=1e-7)  # float32 weights
+    assert exact["mode_mass_min"] == pytest.approx(0.2)
+    missed = mode_mass_errors(torch.zeros(10, dtype=torch.long), torch.tensor([0.6, 0.4]))
+    assert missed["mode_mass_err_max"] == pytest.approx(0.4) and missed["mode_mass_min"] == 0.0
+    x = torch.tensor([[-1.0, -2.0], [1.0, 2.0]])  # stds √2 and 2√2
+    err = marginal_std_rel_error(x, torch.tensor([math.sqrt(2.0), 2.0]))
+    assert err == pytest.approx(math.sqrt(2.0) - 1.0)
+
+
+def test_sample_quality_reports_mode_masses_against_the_targets_weights():
+    from cds.metrics.report import sample_quality
+    from cds.targets import get_target
+
+    target = get_target("rotmix4")
+    g = torch.Generator().manual_seed(2)
+    exact = sample_quality(target, target.sample(3000, g), target.sample(3000, g))
+    assert exact["mode_mass_err_max"] < 0.03 and exact["std_rel_err_max"] < 0.05
+    heavy = target.sample(6000, g)
+    lopsided = heavy[target.mode_assignment(heavy) == 0][:3000]  # only the 0.5 mode
+    report = sample_quality(target, lopsided, target.sample(len(lopsided), g))
+    assert report["mode_mass_err_max"] == pytest.approx(0.5, abs=1e-9)
+    assert report["std_rel_err_max"] > 0.3

@@ -11,7 +11,7 @@ from cds.config import Params, ParamsError, load_params
 
 def test_a_partial_override_keeps_the_sections_own_defaults():
     defaults = Params()
-    params = load_params(None, ["cdds.optim.iterations=50"])
+    params = load_params(None, ["cdds.optim.iterations=50", "cdds.stopping.rule=fixed"])
     # CDDS's optimizer defaults differ from a bare optimizer section's (window 300, checkpoints
     # every 2500 iterations, against 1500 and 250)
     assert params.cdds.optim.iterations == 50
@@ -19,7 +19,7 @@ def test_a_partial_override_keeps_the_sections_own_defaults():
     assert params.cdds.optim.ema_window == defaults.cdds.optim.ema_window == 300
     assert params.cdds.optim.checkpoint_every == defaults.cdds.optim.checkpoint_every == 2500
     changed = load_params(None, ["teacher.optim.lr=0.001"])
-    assert changed.teacher.optim.iterations == defaults.teacher.optim.iterations == 1000
+    assert changed.teacher.optim.iterations == defaults.teacher.optim.iterations == 10_000
 
 
 def test_a_partial_params_file_keeps_the_other_defaults(tmp_path):
@@ -28,7 +28,7 @@ def test_a_partial_params_file_keeps_the_other_defaults(tmp_path):
     params = load_params(path)
     assert params.seed == 3
     assert params.scds.optim.batch_size == 64
-    assert params.scds.optim.iterations == Params().scds.optim.iterations == 1500
+    assert params.scds.optim.iterations == Params().scds.optim.iterations == 10_000
     assert params.teacher == Params().teacher
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from cds.config import Params
+from cds.config import Params, load_params
 from pipelines.dvc import dvc, is_clean
 from pipelines.layout import Layout
 from pipelines.stage_graph import STAGES
@@ -25,9 +25,10 @@ PROJECT = Path(__file__).resolve().parents[1]
 def test_committed_params_file_holds_every_key_at_its_default():
     """DVC reads each stage's params from params.yaml itself, so the committed file must hold
     every key (a missing one makes `cds run` rewrite the file); it is the embedded default, so
-    its values are the model's defaults."""
+    its values are the model's defaults with gmm9's own preset (its target's)."""
     committed = yaml.safe_load((PROJECT / "params.yaml").read_text())
-    assert committed == Params().model_dump(mode="json")
+    assert committed == load_params(None, preset="gmm9").model_dump(mode="json")
+    assert Params().teacher.stopping.rule == "plateau" != committed["teacher"]["stopping"]["rule"]
 
 
 def ran_stages(output: str) -> list[str]:

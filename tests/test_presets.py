@@ -17,8 +17,8 @@ runner = CliRunner()
 @pytest.mark.parametrize("name", preset_names())
 def test_every_preset_is_valid_params(name):
     params = load_params(None, preset=name)
-    assert params != Params() or name == "gmm9"  # gmm9's preset is the embedded defaults
-    assert read_preset(name)  # says something
+    assert params != Params() or name == "default"  # the embedded defaults themselves
+    assert read_preset(name) or name == "default"  # says something, or is the defaults
 
 
 def test_presets_lie_under_overrides_and_targets_pick_their_own():
@@ -27,7 +27,7 @@ def test_presets_lie_under_overrides_and_targets_pick_their_own():
     assert params.scds.optim.lr == 3e-3 and params.cdds.optim.iterations == 100_000
     assert target_preset("mw54") == "mw54" and target_preset("lgcp") is None
     assert {"gmm9", "mw54", "logreg_cancer", "smoke"} <= set(preset_names())
-    assert set(preset_names()) - {"smoke"} <= set(target_names())
+    assert set(preset_names()) - {"smoke", "default"} <= set(target_names())
     with pytest.raises(ParamsError, match="preset = 'mw55': unknown; valid:"):
         load_params(None, preset="mw55")
     with pytest.raises(ParamsError, match="unknown"):
@@ -52,9 +52,11 @@ def test_switching_target_leaves_nothing_of_the_last_targets_preset(tmp_path):
     path = tmp_path / "params.yaml"
     path.write_text(yaml.safe_dump(mw54.model_dump(mode="json")))
     back = load_params(path, ["target.name=gmm9"], preset="gmm9")
-    defaults = Params()
-    assert back.scds.optim == defaults.scds.optim and back.cdds.optim == defaults.cdds.optim
+    gmm9 = load_params(None, preset="gmm9")
+    assert back.scds.optim == gmm9.scds.optim and back.cdds.optim == gmm9.cdds.optim
     assert back.teacher.optim.iterations == 1000
+    untuned = load_params(path, ["target.name=banana"], preset="default")
+    assert untuned.teacher == Params().teacher and untuned.scds.optim.lr == 5e-3
 
 
 def test_a_sweep_names_only_known_presets():

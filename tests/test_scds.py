@@ -180,6 +180,7 @@ def test_short_training_on_gmm9_improves_one_step_sampler(tmp_path):
         [
             "scds.n_steps=32",
             "scds.optim.iterations=300",
+            "scds.stopping.rule=fixed",
             "scds.optim.batch_size=256",
             "scds.optim.ema_window=100",
         ],
@@ -259,6 +260,7 @@ def test_alternating_update_takes_two_steps_but_advances_schedules_once(tmp_path
 THREE_ITERATIONS = [
     "scds.n_steps=8",
     "scds.optim.iterations=3",
+    "scds.stopping.rule=fixed",
     "scds.optim.batch_size=16",
     "scds.optim.ema_window=2",
 ]

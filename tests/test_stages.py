@@ -3,6 +3,7 @@ curve, the samplers rebuilt from checkpoints, and refusal of stale upstream outp
 
 from __future__ import annotations
 
+import contextlib
 import json
 
 import numpy as np
@@ -17,7 +18,7 @@ from pipelines.layout import Layout
 from pipelines.stages import evaluate, fragments, student, target, teacher
 from pipelines.stages.common import StageInputError
 from pipelines.timings import read_timings
-from tests.conftest import make_project
+from tests.conftest import TINY, make_project
 
 
 @pytest.mark.slow
@@ -90,3 +91,32 @@ def test_stages_refuse_outputs_made_for_other_params(trained_copy):
     params = load_params(layout.params, ["target.name=mw54"])
     with pytest.raises(StageInputError, match="run `cds stage target` again"):
         teacher.run(params, layout, progress=False)
+
+
+@pytest.mark.slow  # three small pipelines
+@pytest.mark.parametrize("name", ["banana", "rotmix4", "student5"])
+def test_densities_unlike_gmm9_run_on_smoke_and_report_modes_and_marginals(tmp_path, name):
+    """Each stage in turn on the smoke preset: the evaluation reports the largest relative
+    marginal-std error of student and teacher (and the mode-mass error where the target knows
+    its modes), and each training run records how its plateau-rule budget ended."""
+    layout = Layout(tmp_path)
+    params = load_params(None, [*TINY, f"target.name={name}"])
+    with contextlib.chdir(tmp_path):
+        for stage in (target, teacher, fragments, student, evaluate):
+            stage.run(params, layout, progress=False)
+    metrics = json.loads(layout.metrics.read_text())
+    report = json.loads(layout.report.read_text())
+    for key in ("std_rel_err_max", "teacher_std_rel_err_max"):
+        assert 0.0 <= metrics[key] < 10.0
+    has_modes = name == "rotmix4"
+    assert ("mode_mass_err_max" in metrics) is has_modes
+    if has_modes:
+        assert 0.0 <= metrics["mode_mass_err_max"] <= 1.0
+        assert report["floor"]["mode_mass_err_max"] < 0.1  # exact draws, n = 300
+    for run in ("teacher", "student"):
+        budget = report["training"][run]["budget"]
+        assert budget["cooldown_from"] <= 30 and budget["reason"].split(":")[0] in (
+            "plateau",
+            "cap",
+        )
+        assert report["training"][run]["iterations"] == 40

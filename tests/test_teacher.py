@@ -117,6 +117,7 @@ def test_short_training_on_gmm9_improves_sinkhorn(tmp_path):
         None,
         [
             "teacher.optim.iterations=200",
+            "teacher.stopping.rule=fixed",
             "teacher.optim.batch_size=256",
             "teacher.optim.ema_window=50",
             "teacher.eval_every=1000",

@@ -9,7 +9,12 @@ from cds.metrics.estimators import (
     log_mean_exp_std_error,
     log_z_report,
 )
-from cds.metrics.modes import marginal_std_errors, mode_coverage
+from cds.metrics.modes import (
+    marginal_std_errors,
+    marginal_std_rel_error,
+    mode_coverage,
+    mode_mass_errors,
+)
 from cds.metrics.report import compare_to_exact, noise_floor, sample_quality, with_floor_ratios
 from cds.metrics.sinkhorn import SinkhornResult, paper_sinkhorn
 
@@ -23,8 +28,10 @@ __all__ = [
     "log_mean_exp_std_error",
     "log_z_report",
     "marginal_std_errors",
+    "marginal_std_rel_error",
     "mmd_rbf",
     "mode_coverage",
+    "mode_mass_errors",
     "noise_floor",
     "paper_sinkhorn",
     "sample_quality",

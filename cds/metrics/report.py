@@ -13,13 +13,21 @@ import torch
 from torch import Tensor
 
 from cds.metrics.divergences import mmd_rbf, sinkhorn_divergence
-from cds.metrics.modes import marginal_std_errors, mode_coverage
+from cds.metrics.modes import (
+    marginal_std_errors,
+    marginal_std_rel_error,
+    mode_coverage,
+    mode_mass_errors,
+)
 from cds.metrics.sinkhorn import paper_sinkhorn
 from cds.targets.base import Target
 
 
 def sample_quality(target: Target, samples: Tensor, reference: Tensor) -> dict[str, float]:
-    """Paper Sinkhorn, debiased Sinkhorn divergence, MMD, mode coverage and marginal errors."""
+    """Paper Sinkhorn, debiased Sinkhorn divergence, MMD, mode coverage and mode masses (targets
+    with known modes), and marginal errors: against the reference set, and `std_rel_err_max`
+    against the target's exact marginal standard deviations where it knows them (else the
+    reference's)."""
     if samples.shape != reference.shape:
         raise ValueError(
             f"model samples {tuple(samples.shape)} and reference {tuple(reference.shape)} "
@@ -41,7 +49,14 @@ def sample_quality(target: Target, samples: Tensor, reference: Tensor) -> dict[s
     assignments = target.mode_assignment(samples)
     if assignments is not None:
         out.update(mode_coverage(assignments, target.n_modes))
+        weights = target.mode_weights()
+        if weights is not None:
+            out.update(mode_mass_errors(assignments, weights))
     out.update(marginal_std_errors(samples, reference))
+    stds = target.marginal_stds()
+    out["std_rel_err_max"] = marginal_std_rel_error(
+        samples, reference.double().std(dim=0) if stds is None else stds
+    )
     return out
 
 

@@ -4,8 +4,9 @@ A preset is a YAML file in this directory holding the part of params.yaml it cha
 `mw54.yaml` sets the teacher budget and the CDDS and SCDS learning rates measured on mw54
 (docs/decisions.md). It is the one home of such settings: `cds run --preset NAME`,
 `cds.fit(preset=NAME)`, sweeps and benchmarks all read it from here. A built-in target's own
-preset is the file named after it; `smoke` is a tiny budget that runs the whole pipeline in
-about a minute, for checking that a density and an installation work.
+preset is the file named after it; `default` is the embedded defaults (budgets decided by
+convergence), what a density without its own preset gets; `smoke` is a tiny budget that runs
+the whole pipeline in about a minute, for checking that a density and an installation work.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from typing import Any
 PRESETS_DIR = Path(__file__).resolve().parent
 #: The name that means "no preset" on the command line.
 NO_PRESET = "none"
+#: The preset of a density nobody tuned for: the embedded defaults, nothing laid over them.
+DEFAULT_PRESET = "default"
 
 
 class PresetError(ValueError):
@@ -42,25 +45,22 @@ def read_preset(name: str) -> dict[str, Any]:
     return raw
 
 
-def target_preset_keys() -> set[tuple[str, ...]]:
-    """Every params key (as a path) that some target's own preset sets: what a preset resets
-    to the defaults before it lays its own values, so that nothing of another target's preset
-    carries over when a project switches target."""
-    from cds.targets.catalog import TARGETS
-
-    keys: set[tuple[str, ...]] = set()
+def base_preset_values(target_name: str) -> dict[tuple[str, ...], Any]:
+    """What the own preset of `target_name` sets, key path → value ({} for a target without
+    one): what a run that switches to another target undoes where it still holds."""
+    preset = target_preset(target_name)
+    values: dict[tuple[str, ...], Any] = {}
 
     def walk(tree: dict[str, Any], prefix: tuple[str, ...]) -> None:
         for key, value in tree.items():
             if isinstance(value, dict):
                 walk(value, (*prefix, key))
             else:
-                keys.add((*prefix, key))
+                values[(*prefix, key)] = value
 
-    for name in preset_names():
-        if name in TARGETS:
-            walk(read_preset(name), ())
-    return keys
+    if preset is not None:
+        walk(read_preset(preset), ())
+    return values
 
 
 def target_preset(target_name: str) -> str | None:
@@ -70,9 +70,11 @@ def target_preset(target_name: str) -> str | None:
 
 def chosen_preset(asked: str | None, base_target: str, target: str) -> str | None:
     """The preset a run lays over its base params: the one `asked` for (None for "none"), or,
-    when a run switches the base's target to another, the new target's own preset (the base's
-    settings were made for the other target); else none, so that re-running a project never
-    overwrites what its params.yaml says."""
+    when a run switches the base's target to another, the new target's own preset, or
+    `default` for a target without one (the base's settings were made for the other target);
+    else none, so that re-running a project never overwrites what its params.yaml says."""
     if asked is not None:
         return None if asked == NO_PRESET else asked
-    return target_preset(target) if target != base_target else None
+    if target == base_target:
+        return None
+    return target_preset(target) or DEFAULT_PRESET

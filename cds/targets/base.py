@@ -100,6 +100,16 @@ class Target(ABC):
 
     n_modes: int = 0
 
+    def mode_weights(self) -> Tensor | None:
+        """The true probability mass of each mode of `mode_assignment` (shape (n_modes,)), or
+        None for targets without known modes."""
+        return None
+
+    def marginal_stds(self) -> Tensor | None:
+        """The exact standard deviation of each coordinate (shape (D,)), or None when unknown
+        (the evaluation then compares with its exact reference set's)."""
+        return None
+
     def check_input(self, x: Tensor) -> Tensor:
         """Validate a batch: a floating (B, D) tensor with D = self.dim and finite values."""
         if not isinstance(x, Tensor):

@@ -8,6 +8,7 @@ from typing import Any
 
 import torch
 
+from cds.targets.banana import Banana
 from cds.targets.base import Target, moved_to
 from cds.targets.funnel import Funnel
 from cds.targets.gmm import gmm9
@@ -15,6 +16,8 @@ from cds.targets.image import ImageDensity
 from cds.targets.lgcp import LogGaussianCoxProcess
 from cds.targets.logreg import BayesianLogisticRegression
 from cds.targets.manywell import mw52, mw54
+from cds.targets.rotated_mixture import RotatedMixture
+from cds.targets.student_t import StudentT
 
 
 class UnknownTargetError(ValueError):
@@ -33,6 +36,9 @@ TARGETS: dict[str, Callable[..., Target]] = {
     "lgcp": LogGaussianCoxProcess,
     "image": ImageDensity,
     "logreg_cancer": BayesianLogisticRegression,
+    "banana": Banana,
+    "rotmix4": RotatedMixture,
+    "student5": StudentT,
 }
 
 

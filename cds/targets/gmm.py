@@ -47,6 +47,16 @@ class GaussianMixture(Target):
     def mode_assignment(self, x: Tensor) -> Tensor:
         return torch.cdist(x.to(torch.float32), self.means.to(x.device)).argmin(dim=1)
 
+    def mode_weights(self) -> Tensor:
+        return torch.full(
+            (self.n_modes,), 1.0 / self.n_modes, dtype=torch.float64, device=self.device
+        )
+
+    def marginal_stds(self) -> Tensor:
+        """√(s² + Var_k(m_k)) per coordinate (equal weights)."""
+        means = self.means.double()
+        return (self.variance + means.var(dim=0, unbiased=False)).sqrt()
+
 
 def gmm9() -> GaussianMixture:
     """The paper's 2-D grid mixture: means {−5, 0, 5}², variance 0.3 (std √0.3)."""

@@ -29,6 +29,15 @@ def double_well_log_normalizer(delta: float) -> float:
     return math.log(value)
 
 
+@cache
+def double_well_std(delta: float) -> float:
+    """The standard deviation of p₁ ∝ exp(−(x² − δ)²): √(∫x²ρ₁ / Z₁) by adaptive quadrature."""
+    second, _ = integrate.quad(
+        lambda x: x * x * math.exp(-((x * x - delta) ** 2)), -math.inf, math.inf, epsrel=1e-12
+    )
+    return math.sqrt(second / math.exp(double_well_log_normalizer(delta)))
+
+
 def sample_double_well(
     n: int,
     delta: float,
@@ -102,6 +111,17 @@ class ManyWell(Target):
         bits = (x[:, : self.n_wells] > 0).to(torch.int64)
         weights = 2 ** torch.arange(self.n_wells, dtype=torch.int64, device=x.device)
         return (bits * weights).sum(dim=1)
+
+    def marginal_stds(self) -> Tensor:
+        std = double_well_std(self.delta)
+        return torch.tensor([std] * self.n_wells + [1.0] * (self.dim - self.n_wells),
+                            dtype=torch.float64, device=self.device)  # fmt: skip
+
+    def mode_weights(self) -> Tensor:
+        """Equal: each double well is symmetric, so every sign pattern has mass 2^−W."""
+        return torch.full(
+            (self.n_modes,), 1.0 / self.n_modes, dtype=torch.float64, device=self.device
+        )
 
 
 def mw54() -> ManyWell:

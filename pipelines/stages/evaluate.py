@@ -147,6 +147,9 @@ def run(params: Params, layout: Layout, progress: bool = True) -> dict[str, Any]
         metrics["sinkhorn_floor_std"] = floor["sinkhorn_std"]  # type: ignore[index]
         metrics["sinkhorn_ratio_se"] = floor["sinkhorn_std"] / floor["sinkhorn"]  # type: ignore[index]
         metrics["teacher_sinkhorn"] = teacher_metrics["sinkhorn"]
+        for key in ("mode_mass_err_max", "std_rel_err_max"):
+            if key in teacher_metrics:
+                metrics[f"teacher_{key}"] = teacher_metrics[key]
         metrics["sinkhorn_vs_teacher"] = student_metrics["sinkhorn"] / teacher_metrics["sinkhorn"]
         best = best_budget(curve)
         metrics["best_nfe"] = best["nfe"]
@@ -186,19 +189,24 @@ def best_budget(curve: list[dict[str, Any]]) -> dict[str, Any]:
     return min(curve, key=lambda point: point["sinkhorn_validation"])
 
 
-def _training(checkpoint: Path) -> dict[str, float]:
-    """Iterations and the share of simulated paths the LV loss dropped for a non-finite RND
-    (0 for CDDS, which has none)."""
+def _training(checkpoint: Path) -> dict[str, Any]:
+    """Iterations, how the budget ended (`cds.training`: the rule, and for "plateau" where
+    the cool-down began and why), and the share of simulated paths the LV loss dropped for a
+    non-finite RND (0 for CDDS, which has none)."""
     payload = load_checkpoint(checkpoint)
     config = json.loads(payload["metadata"]["config"])
     section = next(
         config[key] for key in ("teacher", "scds", "cdds") if isinstance(config.get(key), dict)
     )
     paths = int(payload["step"]) * int(section["optim"]["batch_size"])
-    return {
+    out: dict[str, Any] = {
         "iterations": int(payload["step"]),
         "dropped_path_fraction": int(payload["dropped_paths"]) / paths if paths else 0.0,
     }
+    if "plateau" in payload:
+        plateau = json.loads(payload["plateau"])
+        out["budget"] = {"cooldown_from": plateau["cooldown_from"], "reason": plateau["reason"]}
+    return out
 
 
 def _nonfinite_fraction(metrics: dict[str, Any]) -> float | None:
