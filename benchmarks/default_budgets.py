@@ -65,8 +65,10 @@ def _budget(training: dict[str, Any]) -> str:
     budget = training.get("budget")
     if budget is None:
         return f"{training['iterations']} (fixed)"
+    backoffs = budget.get("backoffs", 0)
     return (
-        f"{training['iterations']} ({budget['reason'].split(':')[0]} at {budget['cooldown_from']})"
+        f"{training['iterations']} ({budget['reason'].split(':')[0]} at {budget['cooldown_from']}"
+        f"{f', {backoffs} LR back-offs' if backoffs else ''})"
     )
 
 

@@ -125,15 +125,23 @@ class StoppingParams(_Strict):
     `optim.iterations` is a cap; the LR stays at `optim.lr` while a validation of the live
     model (on draws of its own stream, the same at every check, no exact samples) is run every
     `check_every` iterations, until `patience` checks in a row bring no gain on any of its
-    figures (after at least `min_iterations`); then a cool-down of `cooldown` iterations decays
-    the LR to `optim.lr · optim.lr_final_factor` with the EMA over its last
-    `optim.ema_window`. A run that reaches cap − cooldown cools down there."""
+    figures (after at least `min_iterations`); then the weights and optimizer state of the last
+    check with a gain come back and a cool-down of `cooldown` iterations decays the LR by
+    `optim.lr_final_factor` with the EMA over its last `optim.ema_window`. A run that reaches
+    cap − cooldown cools down there. A check that finds the run diverged (a non-finite figure,
+    most iterations since the last check skipped as non-finite, or after `min_iterations` an
+    error grown `divergence_factor`-fold over its best) also brings back the last check with a
+    gain (or the start) and multiplies the LR by `backoff` from then on; the divergence after
+    `max_backoffs` of these starts the cool-down instead, at one more back-off."""
 
     rule: Literal["fixed", "plateau"] = "plateau"
     check_every: PositiveInt = 250
     patience: PositiveInt = 3
     min_iterations: Annotated[int, Field(ge=0)] = 1000
     cooldown: PositiveInt = 500
+    backoff: Annotated[float, Field(gt=0, lt=1)] = 0.5
+    max_backoffs: Annotated[int, Field(ge=0)] = 4
+    divergence_factor: Annotated[float, Field(gt=1, allow_inf_nan=False)] = 3.0
     #: Paths (teacher, SCDS) or held-out fragment paths (CDDS) each validation draws.
     validation_samples: Annotated[int, Field(ge=16)] = 2000
 

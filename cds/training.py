@@ -13,14 +13,17 @@ iterations, every `ema_every`-th iteration, shadow ← γ_e·shadow + (1 − γ_
 
 Budgets (`StoppingParams`): a "fixed" run takes `optim.iterations` iterations, the LR decaying
 stepwise over all of them. A "plateau" run treats `optim.iterations` as a cap: the LR stays at
-`optim.lr` while a `Validation` of the live model runs every `check_every` iterations; once
-`patience` checks in a row bring no gain beyond its tolerance on any of its `Criterion`s (or
-cap − cooldown is reached), a cool-down of `cooldown` iterations decays the LR stepwise to
-`lr · lr_final_factor`, with the EMA over its last `ema_window`. The run records when and why it
-stopped (`TrainingResult.stop`).
+`optim.lr` (times `backoff` per back-off) while a `Validation` of the live model runs every
+`check_every` iterations; once `patience` checks in a row bring no gain beyond its tolerance on
+any of its `Criterion`s (or cap − cooldown is reached), the weights and optimizer state of the
+last check with a gain come back and a cool-down of `cooldown` iterations decays the LR
+stepwise by `lr_final_factor`, with the EMA over its last `ema_window`. A check that finds the
+run diverged brings that state back too and multiplies the LR by `backoff` (docs/methods.md
+§10). The run records when and why it stopped (`TrainingResult.stop`).
 
 Checkpoints are atomic and hold the model, the EMA shadow, optimizer, scheduler, the simulation
-generator's state, the loss history and counters: everything a resume needs and nothing that
+generator's state, the loss history and counters, and for a plateau run its state and the kept
+weights and optimizer state of its last gain: everything a resume needs and nothing that
 depends on the machine or the moment, so the same run writes the same bytes (DVC hashes them).
 Wall times go to the `TrainingResult` and to a `TrainingMonitor`, e.g. live MLflow logging.
 A run resumes only an unfinished checkpoint written for the same fingerprint (params, code
@@ -63,7 +66,7 @@ RUN_SPECIFIC_SUFFIX = "_seconds"
 @dataclass(frozen=True)
 class Criterion:
     """One figure of a validation: its value, the least change that counts as a gain (e.g. its
-    standard error), and whether higher is better."""
+    standard error), and whether higher is better (a lower-is-better figure is an error, ≥ 0)."""
 
     value: float
     tolerance: float
@@ -79,6 +82,15 @@ class Criterion:
         change = self.value - best if self.higher_is_better else best - self.value
         return change > self.tolerance
 
+    def diverged_from(self, best: float | None, factor: float) -> bool:
+        """Whether the run has diverged by this figure: it is non-finite, or (an error, with a
+        positive best to compare with) it has grown past `factor` times its best."""
+        if not math.isfinite(self.value):
+            return True
+        if self.higher_is_better or best is None or best <= 0:
+            return False
+        return self.value > factor * best
+
 
 #: A validation maps the live model to its named criteria (the plateau rule's evidence).
 Validation = Callable[[nn.Module], dict[str, Criterion]]
@@ -87,12 +99,17 @@ Validation = Callable[[nn.Module], dict[str, Criterion]]
 @dataclass
 class Plateau:
     """The plateau rule's state: the best value of each criterion so far, the checks since the
-    last gain, where the cool-down began (None before) and why, and every check made."""
+    last gain, where the cool-down began (None before) and why, the last check with a gain (whose
+    weights a cool-down or back-off restores), the LR back-offs taken and the skip count at the
+    last check, and every check made."""
 
     best: dict[str, float] = field(default_factory=dict)
     since_gain: int = 0
     cooldown_from: int | None = None
     reason: str | None = None
+    best_step: int | None = None
+    backoffs: int = 0
+    skipped_at_check: int = 0
     checks: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -130,8 +147,8 @@ class TrainingResult:
     #: Wall time of this process's iterations (not of earlier, resumed-from runs).
     train_seconds: float = 0.0
     evaluations: list[dict[str, Any]] = field(default_factory=list)
-    #: How the run ended: the rule, its iterations, and for "plateau" where the cool-down
-    #: began and why.
+    #: How the run ended (`Trainer.stop_record`): the rule, its iterations, and for "plateau"
+    #: where the cool-down began, why, the state it started from and the LR back-offs.
     stop: dict[str, Any] = field(default_factory=dict)
 
 
@@ -140,6 +157,17 @@ def _decoded(metadata: Any) -> Any:
     if isinstance(metadata, dict) and isinstance(metadata.get("config"), str):
         return {**metadata, "config": json.loads(metadata["config"])}
     return metadata
+
+
+def _cpu_copy(value: Any) -> Any:
+    """A copy of a tree of dicts, lists and tensors with every tensor on the CPU."""
+    if isinstance(value, Tensor):
+        return value.detach().to("cpu", copy=True)
+    if isinstance(value, dict):
+        return {key: _cpu_copy(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(_cpu_copy(item) for item in value)
+    return copy.deepcopy(value)
 
 
 def _device_of(model: nn.Module) -> torch.device:
@@ -176,6 +204,8 @@ class Trainer:
             raise ValueError(f"{kind}: the plateau rule needs a validation")
         self.validation = validation
         self.plateau = Plateau()
+        #: Weights and optimizer state at `plateau.best_step` (what a cool-down starts from).
+        self.best_state: dict[str, Any] | None = None
         self.model = model
         self.objective = objective
         self.optim = optim
@@ -228,6 +258,7 @@ class Trainer:
             "dropped_paths": self.dropped_paths,
             "evaluations": json.dumps(self.evaluations),
             **({"plateau": json.dumps(vars(self.plateau))} if self.rule is not None else {}),
+            **({"best": self.best_state} if self.best_state is not None else {}),
         }
 
     def _ema_state(self) -> dict[str, Tensor]:
@@ -250,6 +281,7 @@ class Trainer:
         self.evaluations = json.loads(payload["evaluations"])
         if self.rule is not None:
             self.plateau = Plateau(**json.loads(payload["plateau"]))
+        self.best_state = payload.get("best")
 
     def try_resume(self, reuse_finished: bool = False) -> bool:
         """Resume from the checkpoint file if it exists, matches this configuration and is
@@ -300,35 +332,74 @@ class Trainer:
         return max(0, self.end - self.optim.ema_window)
 
     def _plateau_lr(self, iteration: int) -> float:
-        """The plateau rule's LR: `optim.lr` until the cool-down, then decayed every
-        min(`lr_decay_every`, cooldown) iterations towards lr·lr_final_factor at its end."""
-        start = self.plateau.cooldown_from
-        if self.rule is None or start is None or iteration < start:
+        """The plateau rule's LR: `optim.lr · backoff^backoffs` until the cool-down, then decayed
+        every min(`lr_decay_every`, cooldown) iterations to `lr_final_factor` of that at its
+        end."""
+        if self.rule is None:
             return self.optim.lr
+        lr = self.optim.lr * self.rule.backoff**self.plateau.backoffs
+        start = self.plateau.cooldown_from
+        if start is None or iteration < start:
+            return lr
         every = min(self.optim.lr_decay_every, self.rule.cooldown)
         done = (iteration - start) // every * every
-        return self.optim.lr * self.optim.lr_final_factor ** (done / self.rule.cooldown)
+        return lr * self.optim.lr_final_factor ** (done / self.rule.cooldown)
+
+    def _keep_best(self) -> None:
+        """Remember the weights and optimizer state of this moment (a check with a gain, or the
+        start), on the CPU whatever the device, so checkpoints are the same bytes either way."""
+        self.plateau.best_step = self.step
+        self.best_state = _cpu_copy(
+            {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict()}
+        )
+
+    def _restore_best(self) -> None:
+        """Go back to the weights and optimizer state of the last check with a gain."""
+        if self.best_state is not None:
+            self.model.load_state_dict(self.best_state["model"])
+            # Adam keeps the tensors it is given and updates them in place: give it copies, so
+            # the kept state stays as it was for a later restore
+            self.optimizer.load_state_dict(copy.deepcopy(self.best_state["optimizer"]))
+
+    def _start_cooldown(self, reason: str) -> None:
+        self.plateau.cooldown_from = self.step
+        self.plateau.reason = reason
+        self._restore_best()
 
     def _check_plateau(self) -> None:
-        """At a check: validate the live model, note gains, and start the cool-down after
-        `patience` checks without one (or when the cap leaves only the cool-down)."""
+        """At a check (every `check_every` iterations, and at cap − cooldown): validate the
+        live model and keep its state if a figure gains; if the run diverged, go back to the
+        kept state with the LR multiplied by `backoff` (after `max_backoffs` of these, cool down
+        instead); start the cool-down after `patience` checks without a gain, or at the cap.
+        An error's growth counts as divergence only after `min_iterations` (early figures
+        move for good reasons too); non-finite figures and skipped iterations always do."""
         rule, state = self.rule, self.plateau
         if rule is None or state.cooldown_from is not None:
             return
-        if self.step >= self.optim.iterations - rule.cooldown:
-            state.cooldown_from = self.step
-            state.reason = f"cap: {self.optim.iterations} iterations"
-            return
-        if self.step % rule.check_every:
+        at_cap = self.step >= self.optim.iterations - rule.cooldown
+        if self.step % rule.check_every and not at_cap:
             return
         self.model.eval()
         criteria = self.validation(self.model)  # type: ignore[misc]
         self.model.train()
-        gains = [
+        skipped, state.skipped_at_check = self.skipped - state.skipped_at_check, self.skipped
+        settled = self.step >= rule.min_iterations
+        diverged = [
             name
             for name, criterion in criteria.items()
-            if criterion.gains_over(state.best.get(name))
-        ]
+            if criterion.diverged_from(
+                state.best.get(name) if settled else None, rule.divergence_factor
+            )
+        ] + (["skipped iterations"] if 2 * skipped > rule.check_every else [])
+        gains = (
+            []
+            if diverged
+            else [
+                name
+                for name, criterion in criteria.items()
+                if criterion.gains_over(state.best.get(name))
+            ]
+        )
         for name in gains:
             state.best[name] = criteria[name].value
         state.since_gain = 0 if gains else state.since_gain + 1
@@ -336,27 +407,54 @@ class Trainer:
             "iteration": self.step,
             **{f"validation_{name}": c.value for name, c in criteria.items()},
             "gains": gains,
+            "diverged": diverged,
         }
         state.checks.append(record)
         if self.monitor is not None:
-            self.monitor.evaluation({k: v for k, v in record.items() if k != "gains"})
-        if state.since_gain >= rule.patience and self.step >= rule.min_iterations:
-            state.cooldown_from = self.step
-            state.reason = (
+            self.monitor.evaluation(
+                {k: v for k, v in record.items() if k not in ("gains", "diverged")}
+            )
+        log.info("%s check at %d: %s", self.kind, self.step, record)
+        if gains:
+            self._keep_best()
+        if at_cap:
+            self._start_cooldown(f"cap: {self.optim.iterations} iterations")
+        elif diverged:
+            state.backoffs += 1
+            state.since_gain = 0
+            log.warning(
+                "%s diverged at %d (%s): back to iteration %s, LR × %g",
+                self.kind,
+                self.step,
+                ", ".join(diverged),
+                state.best_step,
+                rule.backoff,
+            )
+            if state.backoffs > rule.max_backoffs:
+                self._start_cooldown(
+                    f"diverged: {', '.join(diverged)} after {rule.max_backoffs} LR back-offs"
+                )
+            else:
+                self._restore_best()
+        elif state.since_gain >= rule.patience and settled:
+            self._start_cooldown(
                 f"plateau: no gain in {rule.patience} checks of {rule.check_every} iterations "
                 f"on {', '.join(criteria)}"
             )
-        log.info("%s check at %d: %s", self.kind, self.step, record)
 
     def stop_record(self) -> dict[str, Any]:
-        """When and why the run ended (so far)."""
+        """When and why the run ended (so far): for the plateau rule, where the cool-down
+        began, why, the iteration whose state it started from, and the LR back-offs."""
         if self.rule is None:
             return {"rule": "fixed", "iterations": self.step}
+        cooled = self.plateau.cooldown_from is not None
         return {
             "rule": "plateau",
             "iterations": self.step,
             "cooldown_from": self.plateau.cooldown_from,
             "reason": self.plateau.reason,
+            "restored_from": self.plateau.best_step if cooled else None,
+            "backoffs": self.plateau.backoffs,
             "checks": len(self.plateau.checks),
         }
 
@@ -452,6 +550,8 @@ class Trainer:
             dynamic_ncols=True,
         )
         running = None
+        if self.rule is not None and self.best_state is None:
+            self._keep_best()  # a divergence before any gain goes back to the start
         stop = self.optim.iterations if stop_after is None else self.step + stop_after
         while self.step < min(stop, self.end):
             iteration = self.step

@@ -93,6 +93,7 @@ class LiveRun:
         self._metric("iterations", result.iterations, result.iterations)
         if result.stop.get("cooldown_from") is not None:  # the plateau rule: when, and why
             self._metric("cooldown_from", result.stop["cooldown_from"], result.iterations)
+            self._metric("lr_backoffs", result.stop["backoffs"], result.iterations)
             self.client.set_tag(self.run_id, "budget", result.stop["reason"])
         self.flush()
 

@@ -4,6 +4,7 @@ stopped, and resumes exactly; the budgets are validated with the params."""
 
 from __future__ import annotations
 
+import copy
 import math
 
 import pytest
@@ -113,6 +114,129 @@ def test_an_interrupted_plateau_run_resumes_to_the_same_weights(tmp_path):
     result = resumed.run()
     assert result.iterations == whole.iterations and result.stop == whole.stop
     assert torch.equal(result.ema_model.weight, whole.ema_model.weight)
+
+
+def test_a_criterion_diverges_when_non_finite_or_an_error_grows_past_the_factor():
+    assert Criterion(math.inf, 0.1, higher_is_better=False).diverged_from(1.0, 3.0)
+    assert Criterion(math.nan, 0.1).diverged_from(None, 3.0)
+    assert Criterion(3.5, 0.1, higher_is_better=False).diverged_from(1.0, 3.0)
+    assert not Criterion(2.9, 0.1, higher_is_better=False).diverged_from(1.0, 3.0)
+    assert not Criterion(3.5, 0.1, higher_is_better=False).diverged_from(None, 3.0)
+    assert not Criterion(-50.0, 0.1).diverged_from(1.0, 3.0)  # an ELBO may fall: no ratio
+
+
+def weight(run: Trainer) -> float:
+    return float(run.model.weight.detach())
+
+
+def scripted(errors: list[float], seen: dict[int, float]):
+    """A validation every 10 iterations that reports `errors` in turn (then the last one again)
+    and notes the weight it saw at each iteration."""
+
+    def validation(model):
+        seen[10 * (len(seen) + 1)] = float(model.weight.detach())
+        value = errors[min(len(seen), len(errors)) - 1]
+        return {"err": Criterion(value, 0.1, higher_is_better=False)}
+
+    return validation
+
+
+def test_the_cool_down_starts_from_the_last_check_with_a_gain(tmp_path):
+    """Errors 10, 9, 8 then flat: the 3rd check (iteration 30) is the last gain; with patience 2
+    the cool-down starts at 50 from the weights (and Adam state) the model had at 30."""
+    seen: dict[int, float] = {}
+    rule = StoppingParams(check_every=10, patience=2, min_iterations=0, cooldown=20)
+    run = trainer(tmp_path, scripted([10.0, 9.0, 8.0], seen), rule)
+    run.run(stop_after=50)
+    assert run.plateau.cooldown_from == 50 and run.plateau.best_step == 30
+    assert weight(run) == seen[30] != seen[50]
+    assert torch.equal(
+        run.optimizer.state_dict()["state"][0]["exp_avg"],
+        run.best_state["optimizer"]["state"][0]["exp_avg"],
+    )
+
+
+def test_a_diverged_check_goes_back_and_halves_the_lr(tmp_path):
+    """Errors 10, 9, 8, then 40 (5× the best): back to the weights of iteration 30, the LR
+    halved; flat afterwards, the plateau ends the run at its LR."""
+    seen: dict[int, float] = {}
+    rule = StoppingParams(check_every=10, patience=2, min_iterations=0, cooldown=20)
+    run = trainer(tmp_path, scripted([10.0, 9.0, 8.0, 40.0, 8.0], seen), rule)
+    run.run(stop_after=40)
+    assert run.plateau.backoffs == 1 and weight(run) == seen[30] != seen[40]
+    assert run._plateau_lr(41) == OPTIM.lr / 2
+    kept = copy.deepcopy(run.best_state)
+    run.run(stop_after=20)  # no gain since: the cool-down at 60 restores iteration 30 again
+    assert run.plateau.cooldown_from == 60 and weight(run) == seen[30]
+    assert torch.equal(
+        run.optimizer.state_dict()["state"][0]["exp_avg"], kept["optimizer"]["state"][0]["exp_avg"]
+    )
+    result = run.run()
+    assert result.stop["reason"].startswith("plateau") and result.stop["backoffs"] == 1
+    assert result.stop["cooldown_from"] == 60 and result.stop["restored_from"] == 30
+    assert run.plateau.checks[3]["diverged"] == ["err"]
+
+
+def test_repeated_divergence_cools_down_after_the_last_back_off(tmp_path):
+    def worse_each_time(model):
+        worse_each_time.calls += 1
+        return {"err": Criterion(5.0**worse_each_time.calls, 0.1, higher_is_better=False)}
+
+    worse_each_time.calls = 0
+    rule = StoppingParams(check_every=10, patience=5, min_iterations=0, cooldown=20, max_backoffs=2)
+    run = trainer(tmp_path, worse_each_time, rule)
+    result = run.run()
+    # the third divergence (iteration 40) exceeds max_backoffs = 2: the cool-down starts from
+    # the first check's state at a third halving of the LR
+    assert result.stop["backoffs"] == 3 and result.stop["reason"].startswith("diverged")
+    assert result.stop["cooldown_from"] == 40 and result.stop["restored_from"] == 10
+    assert run._plateau_lr(40) == OPTIM.lr / 8
+
+
+def test_early_figures_may_grow_but_a_non_finite_one_goes_back_to_the_start(tmp_path):
+    """Before `min_iterations` an error that grows 5× is not divergence (figures of an
+    untrained model move for good reasons); a NaN is, and with no gain yet the run goes back
+    to its initial weights."""
+    seen: dict[int, float] = {}
+    rule = StoppingParams(check_every=10, patience=9, min_iterations=40, cooldown=20)
+    run = trainer(tmp_path, scripted([math.nan, 1.0, 5.0, 30.0], seen), rule)
+    initial = weight(run)
+    run.run(stop_after=10)
+    assert run.plateau.backoffs == 1 and weight(run) == initial != seen[10]
+    run.run(stop_after=30)
+    assert [c["diverged"] for c in run.plateau.checks] == [["err"], [], [], ["err"]]
+    assert run.plateau.backoffs == 2 and weight(run) == seen[20]
+
+
+def test_mostly_skipped_iterations_count_as_divergence(tmp_path):
+    """A loss that is NaN from iteration 12 on: no step is applied, so the checks see the
+    weights unchanged, but the skips alone say the run diverged."""
+    torch.manual_seed(0)
+    model = nn.Linear(1, 1, bias=False)
+
+    def objective(iteration, generator):
+        loss = (model.weight - 1.0).square().sum()
+        return (loss * math.nan if iteration >= 12 else loss), {}
+
+    def flat(model):
+        return {"err": Criterion(1.0, 0.1, higher_is_better=False)}
+
+    rule = StoppingParams(check_every=10, patience=5, min_iterations=0, cooldown=20, max_backoffs=1)
+    run = Trainer(
+        model,
+        objective,
+        OPTIM,
+        seed=0,
+        kind="toy",
+        fingerprint="toy",
+        checkpoint_path=tmp_path / "nan.pt",
+        progress=False,
+        stopping=rule,
+        validation=flat,
+    )
+    result = run.run()
+    assert [c["diverged"] for c in run.plateau.checks] == [[], *[["skipped iterations"]] * 2]
+    assert result.stop["reason"].startswith("diverged") and result.stop["cooldown_from"] == 30
 
 
 @pytest.mark.parametrize(

@@ -191,8 +191,8 @@ def best_budget(curve: list[dict[str, Any]]) -> dict[str, Any]:
 
 def _training(checkpoint: Path) -> dict[str, Any]:
     """Iterations, how the budget ended (`cds.training`: the rule, and for "plateau" where
-    the cool-down began and why), and the share of simulated paths the LV loss dropped for a
-    non-finite RND (0 for CDDS, which has none)."""
+    the cool-down began and why, the check it restored and the LR back-offs), and the share
+    of simulated paths the LV loss dropped for a non-finite RND (0 for CDDS, which has none)."""
     payload = load_checkpoint(checkpoint)
     config = json.loads(payload["metadata"]["config"])
     section = next(
@@ -205,7 +205,9 @@ def _training(checkpoint: Path) -> dict[str, Any]:
     }
     if "plateau" in payload:
         plateau = json.loads(payload["plateau"])
-        out["budget"] = {"cooldown_from": plateau["cooldown_from"], "reason": plateau["reason"]}
+        out["budget"] = {
+            key: plateau.get(key) for key in ("cooldown_from", "reason", "best_step", "backoffs")
+        }
     return out
 
 
