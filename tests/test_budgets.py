@@ -246,6 +246,9 @@ def test_mostly_skipped_iterations_count_as_divergence(tmp_path):
         ("scds.optim.ema_window=900", "scds.optim.ema_window = 900 must not exceed"),
         ("cdds.stopping.rule=soon", "cdds.stopping.rule"),
         ("teacher.stopping.validation_samples=3", "teacher.stopping.validation_samples"),
+        ("cdds.stopping.backoff=1.5", "cdds.stopping.backoff"),
+        ("scds.stopping.divergence_factor=1", "scds.stopping.divergence_factor"),
+        ("teacher.stopping.max_backoffs=-1", "teacher.stopping.max_backoffs"),
     ],
 )
 def test_bad_budgets_are_refused_by_name(override, message):
