@@ -15,17 +15,21 @@ Euler step of the PF ODE:  x_{k+1} = x_k + Δt_k·[½β(t_k)·x_k + ½σ(t_k)·u
 
 from __future__ import annotations
 
+import functools
 import math
+import os
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import NamedTuple
 
 import torch
 from torch import Tensor
 
-from cds.networks import Control
+from cds.networks import ConsistencyStudent, Control
 from cds.targets.base import Target
 from cds.targets.prior import StandardNormalPrior
+from cds.threads import sampling_workers
 
 
 @dataclass
@@ -267,7 +271,7 @@ GPU_CHUNK = 1 << 22
 
 @torch.no_grad()
 def sample_consistency(
-    student: torch.nn.Module,
+    student: ConsistencyStudent,
     schedule_alpha: Callable[[float], float],
     taus: list[float],
     x0: Tensor,
@@ -276,18 +280,32 @@ def sample_consistency(
 ) -> Tensor:
     """K-step consistency sampling from prior states x0: x ← f(x0, τ_1); then for i ≥ 2 re-noise
     with the VP noising marginal, x̃ = α(τ_i)·x + √(1 − α(τ_i)²)·z, and set x ← f(x̃, τ_i).
-    K = len(taus) network evaluations per sample, none of which needs ∇log ρ. The network runs
-    on `chunk` rows at a time: with width-64 activations that fit in cache, one-step sampling on
-    the 2-core CPU runs 4.2–4.6× faster than one large batch (16,384-row chunks were fast in
-    some processes and slow in others; 8192 was steady; benchmarks/sampling_throughput.py). On a
-    GPU (`chunk` None) the batch goes through whole, up to `GPU_CHUNK` rows."""
+    K = len(taus) network evaluations per sample, none of which needs ∇log ρ.
+
+    On the CPU the network runs on `chunk` rows at a time (width-64 activations that fit in
+    cache: 4.2–4.6× faster than one large batch on 2 cores; 8192 rows was steady), handed out
+    from a queue to single-threaded workers, one per usable core (`cds.threads`): no worker
+    waits for another, so a core shared with another process only slows its own share
+    (benchmarks/shared_cores.py). On a GPU (`chunk` None) the batch goes through whole, up to
+    `GPU_CHUNK` rows."""
     if chunk is None:
         chunk = CPU_CHUNK if x0.device.type == "cpu" else GPU_CHUNK
+    workers = sampling_workers() if x0.device.type == "cpu" else 1
 
     def f(x: Tensor, tau: float) -> Tensor:
         out = torch.empty_like(x)
-        for i in range(0, len(x), chunk):
-            out[i : i + chunk] = student(x[i : i + chunk], tau)
+        f_tau = student.at(tau)
+
+        def rows(start: int) -> None:
+            with torch.no_grad():  # grad mode is per thread: the workers' own
+                out[start : start + chunk] = f_tau(x[start : start + chunk])
+
+        starts = range(0, len(x), chunk)
+        if workers > 1 and len(starts) > 1:
+            list(_worker_pool(workers, os.getpid()).map(rows, starts))
+        else:
+            for start in starts:
+                rows(start)
         return out
 
     x = f(x0, taus[0])
@@ -296,3 +314,12 @@ def sample_consistency(
         z = torch.randn(x.shape, generator=generator, device=x.device)
         x = f(a * x + math.sqrt(1.0 - a * a) * z, tau)
     return x
+
+
+@functools.cache
+def _worker_pool(workers: int, pid: int) -> ThreadPoolExecutor:
+    """A pool of `workers` threads, each running torch ops on one thread, kept for the process
+    `pid` (a forked child, whose copy of the parent's pool has no threads, makes its own)."""
+    return ThreadPoolExecutor(
+        workers, thread_name_prefix="cds-sample", initializer=torch.set_num_threads, initargs=(1,)
+    )

@@ -10,6 +10,7 @@ import torch
 
 from cds.cdds import (
     ConsistencyObjective,
+    FragmentBank,
     generate_fragments,
     load_bank,
     one_step_log_abs_det,
@@ -67,6 +68,9 @@ def test_loss_zero_when_student_and_target_coincide():
 
 
 def test_fragment_bank_reproduces_teacher_endpoint(tmp_path):
+    """Each path serves every pair: pair j's x_hi is pair j+1's x_lo on the same path, and the
+    last pair's x_hi is the teacher's full PF-ODE endpoint from the same prior draws; with a
+    size that does not split evenly the first pairs take one row more."""
     torch.manual_seed(1)
     teacher = Control(2, VPSchedule())
     with torch.no_grad():
@@ -77,20 +81,40 @@ def test_fragment_bank_reproduces_teacher_endpoint(tmp_path):
     grid = uniform_grid(32)
     coarse = coarse_indices(32, 5)
     bank = generate_fragments(
-        teacher, target, prior, grid, coarse, 40, torch.Generator().manual_seed(7), chunk=7
+        teacher, target, prior, grid, coarse, 42, torch.Generator().manual_seed(7), chunk=7
     )
-    assert len(bank) == 40 and torch.bincount(bank.pair).tolist() == [10, 10, 10, 10]
-    # The last pair's x_hi is the teacher's full PF-ODE endpoint from the same prior draws.
+    assert len(bank) == 42 and torch.bincount(bank.pair).tolist() == [11, 11, 10, 10]
+    for j in range(3):
+        hi, lo = bank.x_hi[bank.pair == j], bank.x_lo[bank.pair == j + 1]
+        torch.testing.assert_close(hi[: len(lo)], lo)
     gen = torch.Generator().manual_seed(7)
-    for _ in range(3):  # replay the generator through the earlier pairs' draws
-        for start in range(0, 10, 7):
-            prior.sample(min(7, 10 - start), gen)
-    x0 = torch.cat([prior.sample(7, gen), prior.sample(3, gen)])
-    endpoint = sample_pf_ode(teacher, target, prior, grid, 10, x0=x0)
-    torch.testing.assert_close(bank.x_hi[bank.pair == 3], endpoint, rtol=1e-5, atol=1e-5)
-    save_bank(tmp_path / "bank.pt", bank, {"count": 40})
+    x0 = torch.cat([prior.sample(7, gen), prior.sample(4, gen)])
+    torch.testing.assert_close(bank.x_lo[bank.pair == 0], x0)
+    endpoint = sample_pf_ode(teacher, target, prior, grid, 11, x0=x0)
+    torch.testing.assert_close(bank.x_hi[bank.pair == 3], endpoint[:10], rtol=1e-5, atol=1e-5)
+    save_bank(tmp_path / "bank.pt", bank, {"count": 42})
     loaded, manifest = load_bank(tmp_path / "bank.pt")
-    assert manifest == {"count": 40} and torch.equal(loaded.x_lo, bank.x_lo)
+    assert manifest == {"count": 42} and torch.equal(loaded.x_lo, bank.x_lo)
+
+
+def test_a_bank_draw_takes_rows_of_its_pair_only_and_uniformly():
+    """A draw of pair j returns rows of pair j, each equally likely (seeded check: 40,000 draws
+    over 5 rows, every count within 5 % of 8000, five standard deviations), also from a
+    bank whose rows are not in pair order; in pair order it picks the rows the scan over the
+    bank (`pair == j`) picked for the same generator."""
+    pair = torch.tensor([2, 0, 1, 0, 2, 0, 1, 0, 0])
+    x = torch.arange(9.0)[:, None]
+    bank = FragmentBank(x, -x, pair)
+    lo, hi = bank.draw(0, 40_000, torch.Generator().manual_seed(3))
+    assert torch.equal(hi, -lo)
+    rows, counts = torch.unique(lo.flatten().long(), return_counts=True)
+    assert rows.tolist() == [1, 3, 5, 7, 8]
+    assert ((counts - 8000).abs() < 400).all(), counts
+    ordered = FragmentBank(x, -x, torch.sort(pair).values)
+    scan = torch.nonzero(ordered.pair == 1).flatten()
+    expected = scan[torch.randint(len(scan), (50,), generator=torch.Generator().manual_seed(4))]
+    lo, _ = ordered.draw(1, 50, torch.Generator().manual_seed(4))
+    assert torch.equal(lo.flatten().long(), expected)
 
 
 def test_incomplete_trajectories_stop_at_the_pair_end():

@@ -25,6 +25,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from cds import threads
+
 PAPER_EPSILON = 1e-3
 PAPER_MAX_ITER = 100
 PAPER_TOLERANCE = 1e-5
@@ -170,6 +172,7 @@ def _log_domain_iterations(
     v = torch.full((m,), epsilon * log_b, dtype=torch.float32, device=cost.x.device)
     n_iter, converged = 0, False
     for n_iter in range(1, max_iter + 1):  # noqa: B007 - n_iter is reported
+        threads.adapt()
         u_new = epsilon * (log_a - _row_logsumexp(v, cost, epsilon, buffer))
         v_new = epsilon * (log_b - _column_logsumexp(u_new, cost, epsilon, buffer))
         du = float((u_new - u).abs().max())
