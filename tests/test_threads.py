@@ -52,6 +52,31 @@ def test_busy_cores_sees_another_process_spinning():
         spinner.join()
 
 
+def test_busy_elsewhere_is_the_machine_less_this_process():
+    """Two cores, fully busy for one second, this process using one core's worth of CPU time:
+    one core busy elsewhere; an idle machine, or no /proc, gives none."""
+    before = threads._Snapshot(machine=(0.0, 0.0), own=10.0, at=100.0)
+    busy = threads._Snapshot(machine=(200.0, 200.0), own=11.0, at=101.0)
+    idle = threads._Snapshot(machine=(100.0, 200.0), own=11.0, at=101.0)
+    blind = threads._Snapshot(machine=None, own=11.0, at=101.0)
+    cores = os.cpu_count() or 1
+    assert busy.busy_elsewhere_since(before) == pytest.approx(cores - 1.0)
+    assert idle.busy_elsewhere_since(before) == pytest.approx(max(0.0, cores / 2 - 1.0))
+    assert blind.busy_elsewhere_since(before) == 0.0
+
+
+def test_adapt_sets_torch_threads_within_the_limit_and_the_environment(monkeypatch):
+    previous = torch.get_num_threads()
+    try:
+        assert threads.adapt(limit=1) == 1 == torch.get_num_threads()
+        count = threads.adapt()
+        assert 1 <= count <= threads.usable_cores() and torch.get_num_threads() == count
+        monkeypatch.setenv(threads.THREADS_ENV, "3")
+        assert threads.adapt(limit=1) == 3 == torch.get_num_threads()  # a fixed count wins
+    finally:
+        torch.set_num_threads(previous)
+
+
 def _student() -> ConsistencyStudent:
     torch.manual_seed(0)
     return ConsistencyStudent(2, 1.0, 16, 2, "gelu")
