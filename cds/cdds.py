@@ -99,8 +99,8 @@ def generate_fragments(
 
     One full path per J − 1 pairs costs N fine steps where incomplete trajectories, one per
     pair, would cost Σ_j n_{j+1} (docs/methods.md §4): 2.5× fewer steps for 4 pairs. Rows of
-    one pair stay independent; only rows of different pairs share a path, and an iteration
-    draws one pair."""
+    one pair stay independent; only rows of different pairs share a path (a "shared" batch
+    holds one pair; an "all" batch may hold two rows of one path)."""
     n_pairs = len(coarse) - 1
     per_pair = [size // n_pairs + (1 if j < size % n_pairs else 0) for j in range(n_pairs)]
     lo: list[list[Tensor]] = [[] for _ in range(n_pairs)]

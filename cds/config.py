@@ -224,6 +224,11 @@ class CDDSParams(_Strict):
             raise ValueError(
                 f"n_coarse = {self.n_coarse} must be at most n_fine + 1 = {self.n_fine + 1}"
             )
+        if self.fragments != "online" and self.bank_size < self.n_coarse - 1:
+            raise ValueError(
+                f"bank_size = {self.bank_size} must be at least n_coarse - 1 = "
+                f"{self.n_coarse - 1}: every coarse pair needs rows in the fragment bank"
+            )
         _check_budget(self.optim, self.stopping, "cdds")
         return self
 

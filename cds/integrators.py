@@ -302,7 +302,11 @@ def sample_consistency(
 
         starts = range(0, len(x), chunk)
         if workers > 1 and len(starts) > 1:
+            own = torch.get_num_threads()
             list(_worker_pool(workers, os.getpid()).map(rows, starts))
+            # a worker's set_num_threads(1) is also the default of threads started later:
+            # give that default back
+            torch.set_num_threads(own)
         else:
             for start in starts:
                 rows(start)

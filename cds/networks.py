@@ -261,7 +261,7 @@ class ConsistencyStudent(nn.Module):
         self.net.load_state_dict(control.net.state_dict())
 
     def forward(self, x: Tensor, tau: Tensor | float) -> Tensor:
-        """x (B, D) and τ (scalar or (B,)) → (B, D)."""
+        """x (B, D) and τ (scalar, (1,) or (B,)) → (B, D)."""
         tau_t = torch.as_tensor(tau, dtype=x.dtype, device=x.device).reshape(-1)
         c_skip, c_out = consistency_scalings(tau_t)
         out = self.net.body(x, self.net.embed(tau_t))

@@ -15,9 +15,11 @@ fraction, and spinning threads take time from the other jobs as well. cds theref
   from a shared queue (`cds.integrators.sample_consistency`): a worker slowed by another process
   simply takes fewer chunks, with no barrier to wait at.
 
-`CDS_THREADS` (or `OMP_NUM_THREADS`) in the environment fixes the count instead. Thread counts
-change only how fast results come, not their values: the networks' ops give the same bits on
-one thread or two (tests/test_threads.py).
+`CDS_THREADS` (or `OMP_NUM_THREADS`) in the environment fixes the count instead (sweep cells
+get `OMP_NUM_THREADS`, so they neither adapt nor take the CDDS cap). Thread counts should
+change only how fast results come: teacher training and sampling give the same bits on one
+thread or two (tests/test_threads.py); a large reduction may not, so pin the count with
+`CDS_THREADS` where bit-identical outputs across machines and loads matter.
 """
 
 from __future__ import annotations
@@ -41,8 +43,8 @@ BUSY_WINDOW_S = 0.05
 def usable_cores() -> int:
     """The cores this process may run on: its CPU affinity, capped by a cgroup v2 CPU quota
     (`cpu.max`, a container's limit) when one is set."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    cores = cores or 1
+    allowed = _allowed_cpus()
+    cores = (len(allowed) if allowed is not None else os.cpu_count()) or 1
     quota = Path("/sys/fs/cgroup/cpu.max")
     try:
         limit, period = quota.read_text().split()
@@ -53,21 +55,36 @@ def usable_cores() -> int:
     return cores
 
 
-def _cpu_times() -> tuple[float, float] | None:
-    """(busy, total) jiffies of the whole machine from /proc/stat; None without /proc."""
+def _allowed_cpus() -> set[int] | None:
+    return os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
+
+
+def _cpu_times() -> dict[int, tuple[float, float]] | None:
+    """(busy, total) jiffies of each CPU this process may run on, from /proc/stat (the first
+    eight fields: guest time is already inside user time); None without /proc."""
+    allowed = _allowed_cpus()
+    times = {}
     try:
-        fields = [float(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    except (OSError, ValueError):
+        for line in Path("/proc/stat").read_text().splitlines():
+            name, *values = line.split()
+            if not name.startswith("cpu") or name == "cpu":
+                continue
+            cpu = int(name[3:])
+            if allowed is None or cpu in allowed:
+                fields = [float(v) for v in values[:8]]
+                idle = fields[3] + fields[4]  # idle + iowait
+                times[cpu] = (sum(fields) - idle, sum(fields))
+    except (OSError, ValueError, IndexError):
         return None
-    idle = fields[3] + (fields[4] if len(fields) > 4 else 0.0)  # idle + iowait
-    return sum(fields) - idle, sum(fields)
+    return times or None
 
 
 @dataclass(frozen=True)
 class _Snapshot:
-    """The machine's CPU counters and this process's CPU time at one moment."""
+    """The CPU counters of the cores this process may use, and its own CPU time, at one
+    moment."""
 
-    machine: tuple[float, float] | None
+    cpus: dict[int, tuple[float, float]] | None
     own: float
     at: float
 
@@ -76,15 +93,17 @@ class _Snapshot:
         return _Snapshot(_cpu_times(), time.process_time(), time.monotonic())
 
     def busy_elsewhere_since(self, before: _Snapshot) -> float:
-        """Cores other processes kept busy between `before` and this snapshot: the machine's
-        busy share of all cores minus this process's own CPU time; 0.0 without /proc."""
-        if self.machine is None or before.machine is None or self.at <= before.at:
+        """Cores other processes kept busy between `before` and this snapshot, on the cores
+        this process may use: the sum of their busy shares minus this process's own CPU time;
+        0.0 without /proc."""
+        if self.cpus is None or before.cpus is None or self.at <= before.at:
             return 0.0
-        total = self.machine[1] - before.machine[1]
-        if total <= 0:
-            return 0.0
-        machine = (os.cpu_count() or 1) * (self.machine[0] - before.machine[0]) / total
-        return max(0.0, machine - (self.own - before.own) / (self.at - before.at))
+        busy = 0.0
+        for cpu, (busy_now, total_now) in self.cpus.items():
+            busy_then, total_then = before.cpus.get(cpu, (busy_now, total_now))
+            if total_now > total_then:
+                busy += (busy_now - busy_then) / (total_now - total_then)
+        return max(0.0, busy - (self.own - before.own) / (self.at - before.at))
 
 
 def busy_cores(window_s: float = BUSY_WINDOW_S) -> float:
@@ -95,18 +114,15 @@ def busy_cores(window_s: float = BUSY_WINDOW_S) -> float:
 
 
 def fixed_threads() -> int | None:
-    """The thread count the environment fixes (`CDS_THREADS`, else `OMP_NUM_THREADS`), if any."""
-    for name in (THREADS_ENV, "OMP_NUM_THREADS"):
-        value = os.environ.get(name, "").strip()
-        if value:
-            try:
-                count = int(value)
-            except ValueError:
-                raise ValueError(f"{name} = {value!r}: expected a positive integer") from None
-            if count < 1:
-                raise ValueError(f"{name} = {value!r}: expected a positive integer")
-            return count
-    return None
+    """The thread count the environment fixes, if any: `CDS_THREADS` (a positive integer), else
+    the first entry of `OMP_NUM_THREADS` (OpenMP allows a list per nesting level)."""
+    value = os.environ.get(THREADS_ENV, "").strip()
+    if value:
+        if not value.isdigit() or int(value) < 1:
+            raise ValueError(f"{THREADS_ENV} = {value!r}: expected a positive integer")
+        return int(value)
+    first = os.environ.get("OMP_NUM_THREADS", "").split(",")[0].strip()
+    return int(first) if first.isdigit() and int(first) >= 1 else None
 
 
 def _free(busy: float) -> int:
@@ -125,8 +141,11 @@ class _FreeCoreWatch:
     def __init__(self) -> None:
         self.last: _Snapshot | None = None
         self.free = 1
+        self.pid = os.getpid()
 
     def current(self) -> int:
+        if self.pid != os.getpid():  # a forked child: its own CPU time starts afresh
+            self.last, self.pid = None, os.getpid()
         if self.last is None or time.monotonic() - self.last.at >= ADAPT_EVERY_S:
             now = _Snapshot.now()
             busy = now.busy_elsewhere_since(self.last) if self.last is not None else busy_cores()

@@ -30,6 +30,7 @@ runner = CliRunner()
         (["target.name=':'"], "unknown target ':'"),
         (["sde.beta_min=20"], "beta_min = 20.0 must not exceed beta_max = 10.0"),
         (["cdds.n_coarse=200"], "cdds: n_coarse = 200 must be at most n_fine + 1"),
+        (["cdds.bank_size=3"], "cdds: bank_size = 3 must be at least n_coarse - 1 = 4"),
         (["registry.model_name=team/sampler"], "registry.model_name = 'team/sampler'"),
         (["teacher.optim.lr=[1"], "override 'teacher.optim.lr=[1': the value is not valid YAML"),
         (["target.name=nosuch_module_xyz:Density"], "cannot import module 'nosuch_module_xyz'"),

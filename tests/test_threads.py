@@ -13,8 +13,11 @@ import pytest
 import torch
 
 from cds import threads
+from cds.config import load_params
 from cds.integrators import sample_consistency
 from cds.networks import ConsistencyStudent
+from cds.targets import get_target
+from cds.teacher import train_teacher
 
 
 def _spin(seconds: float) -> None:
@@ -33,12 +36,17 @@ def test_the_environment_fixes_the_count_and_a_bad_value_is_named(monkeypatch):
     monkeypatch.delenv(threads.THREADS_ENV)
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     assert threads.free_cores() == 1
-    for bad in ("0", "two"):
+    monkeypatch.setenv("OMP_NUM_THREADS", "4,2")  # OpenMP's list per nesting level
+    assert threads.fixed_threads() == 4
+    monkeypatch.setenv("OMP_NUM_THREADS", "auto")  # not ours to refuse: ignored
+    assert threads.fixed_threads() is None
+    for bad in ("0", "two", "-1"):
         monkeypatch.setenv(threads.THREADS_ENV, bad)
         with pytest.raises(ValueError, match=f"CDS_THREADS = '{bad}'"):
             threads.free_cores()
 
 
+@pytest.mark.skipif(not Path("/proc/stat").is_file(), reason="needs /proc/stat")
 def test_busy_cores_sees_another_process_spinning():
     """A process spinning through the whole window keeps at least half a core busy (it runs
     whenever scheduled; other jobs on the machine can only add to the count)."""
@@ -52,17 +60,20 @@ def test_busy_cores_sees_another_process_spinning():
         spinner.join()
 
 
-def test_busy_elsewhere_is_the_machine_less_this_process():
-    """Two cores, fully busy for one second, this process using one core's worth of CPU time:
-    one core busy elsewhere; an idle machine, or no /proc, gives none."""
-    before = threads._Snapshot(machine=(0.0, 0.0), own=10.0, at=100.0)
-    busy = threads._Snapshot(machine=(200.0, 200.0), own=11.0, at=101.0)
-    idle = threads._Snapshot(machine=(100.0, 200.0), own=11.0, at=101.0)
-    blind = threads._Snapshot(machine=None, own=11.0, at=101.0)
-    cores = os.cpu_count() or 1
-    assert busy.busy_elsewhere_since(before) == pytest.approx(cores - 1.0)
-    assert idle.busy_elsewhere_since(before) == pytest.approx(max(0.0, cores / 2 - 1.0))
+def test_busy_elsewhere_is_the_usable_cores_less_this_process(monkeypatch):
+    """Two usable cores, fully busy for one second, this process using one core's worth of CPU
+    time: one core busy elsewhere; half busy, none; without /proc, none. Only the cores this
+    process may run on are read."""
+    before = threads._Snapshot(cpus={0: (0.0, 0.0), 1: (0.0, 0.0)}, own=10.0, at=100.0)
+    busy = threads._Snapshot(cpus={0: (100.0, 100.0), 1: (100.0, 100.0)}, own=11.0, at=101.0)
+    half = threads._Snapshot(cpus={0: (50.0, 100.0), 1: (50.0, 100.0)}, own=11.0, at=101.0)
+    blind = threads._Snapshot(cpus=None, own=11.0, at=101.0)
+    assert busy.busy_elsewhere_since(before) == pytest.approx(1.0)
+    assert half.busy_elsewhere_since(before) == pytest.approx(0.0)
     assert blind.busy_elsewhere_since(before) == 0.0
+    if Path("/proc/stat").is_file():
+        monkeypatch.setattr(threads, "_allowed_cpus", lambda: {0})
+        assert set(threads._cpu_times() or {}) == {0}
 
 
 def test_adapt_sets_torch_threads_within_the_limit_and_the_environment(monkeypatch):
@@ -75,6 +86,27 @@ def test_adapt_sets_torch_threads_within_the_limit_and_the_environment(monkeypat
         assert threads.adapt(limit=1) == 3 == torch.get_num_threads()  # a fixed count wins
     finally:
         torch.set_num_threads(previous)
+
+
+def test_teacher_training_gives_the_same_bits_on_one_thread_or_two(tmp_path, monkeypatch):
+    """What lets `adapt` change the thread count under load without changing a DVC output: six
+    teacher iterations on gmm9 (a 128-step SDE through the control, the log-variance loss, Adam)
+    end with identical weights and losses on one thread and on two."""
+    params = load_params(
+        None,
+        ["target.name=gmm9", "teacher.optim.iterations=6", "teacher.eval_every=1000"],
+        preset="gmm9",
+    )
+    runs = []
+    for count in ("1", "2"):
+        monkeypatch.setenv(threads.THREADS_ENV, count)
+        result = train_teacher(
+            params, get_target("gmm9"), tmp_path / f"teacher{count}.pt", progress=False
+        )
+        runs.append(
+            (torch.cat([p.flatten() for p in result.ema_model.parameters()]), result.losses)
+        )
+    assert torch.equal(runs[0][0], runs[1][0]) and runs[0][1] == runs[1][1]
 
 
 def _student() -> ConsistencyStudent:
@@ -107,6 +139,7 @@ import multiprocessing, os, sys
 sys.path.insert(0, {tests!r})
 from test_threads import _draw, _student
 import torch
+from cds.config import load_params
 from cds.integrators import sample_consistency
 class Doubling:  # starts the parent's pool through the real path, without a GELU
     def at(self, tau):
