@@ -126,13 +126,8 @@ def fixed_threads() -> int | None:
 
 
 def _free(busy: float) -> int:
-    return max(1, min(usable_cores(), round(usable_cores() - busy)))
-
-
-def free_cores() -> int:
-    """The cores free for this process now (at least 1), or the count the environment fixes."""
-    fixed = fixed_threads()
-    return fixed if fixed is not None else _free(busy_cores())
+    cores = usable_cores()
+    return max(1, min(cores, round(cores - busy)))
 
 
 class _FreeCoreWatch:

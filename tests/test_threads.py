@@ -32,10 +32,10 @@ def test_usable_cores_is_at_least_one_and_at_most_the_machine():
 
 def test_the_environment_fixes_the_count_and_a_bad_value_is_named(monkeypatch):
     monkeypatch.setenv(threads.THREADS_ENV, "3")
-    assert threads.free_cores() == 3 and threads.sampling_workers() == 3
+    assert threads.fixed_threads() == 3 and threads.sampling_workers() == 3
     monkeypatch.delenv(threads.THREADS_ENV)
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    assert threads.free_cores() == 1
+    assert threads.fixed_threads() == 1
     monkeypatch.setenv("OMP_NUM_THREADS", "4,2")  # OpenMP's list per nesting level
     assert threads.fixed_threads() == 4
     monkeypatch.setenv("OMP_NUM_THREADS", "auto")  # not ours to refuse: ignored
@@ -43,7 +43,7 @@ def test_the_environment_fixes_the_count_and_a_bad_value_is_named(monkeypatch):
     for bad in ("0", "two", "-1"):
         monkeypatch.setenv(threads.THREADS_ENV, bad)
         with pytest.raises(ValueError, match=f"CDS_THREADS = '{bad}'"):
-            threads.free_cores()
+            threads.adapt()
 
 
 @pytest.mark.skipif(not Path("/proc/stat").is_file(), reason="needs /proc/stat")
