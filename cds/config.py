@@ -215,7 +215,7 @@ class CDDSParams(_Strict):
     stopping: StoppingParams = StoppingParams(
         check_every=2500, min_iterations=10_000, cooldown=10_000
     )
-    eval_every: PositiveInt = 5000
+    eval_every: PositiveInt = 20_000
     eval_samples: PositiveInt = 2000
 
     @model_validator(mode="after")

@@ -10,10 +10,18 @@ S = Σ_ij P_ij·M_ij with P_ij = exp((u_i + v_j − M_ij)/ε): no entropy term, 
 It is usually unconverged after 100 iterations; that is part of the definition. The paper labels
 it "W_γ²"; it behaves like an entropic W₁.
 
-Numerics: float32 log-sum-exps over row chunks; the cost is computed in float64 (through the
-‖x‖² + ‖y‖² − 2x·y expansion, which in float32 would lose ~1e-3 near zero distance, as large as
-ε) and stored in float32. When the whole cost matrix fits `max_cost_bytes` it is computed once;
-otherwise each chunk is recomputed on every pass, so memory stays O(chunk·m) for any n.
+Numerics: the iterations run in base 2 on scaled quantities, C = M·log₂e/ε, U = u·log₂e/ε and
+V = v·log₂e/ε, which turns the updates into
+
+    U_i ← log₂ a_i − LSE₂_j(V_j − C_ij),   then   V_j ← log₂ b_j − LSE₂_i(U_i − C_ij),
+
+with LSE₂ = log₂ Σ 2^(·): the same iterates up to float rounding, with exp2 in place of exp
+(about 3× faster on the CPU, where the exponentials are nearly all of the work) and no per-pass
+division by ε. Log-sum-exps are in float32 over row chunks; the cost is computed in float64
+(through the ‖x‖² + ‖y‖² − 2x·y expansion, which in float32 would lose ~1e-3 near zero distance,
+as large as ε) and stored, scaled, in float32. When the whole cost matrix fits `max_cost_bytes`
+it is computed once; otherwise each chunk is recomputed on every pass, so memory stays
+O(chunk·m) for any n.
 """
 
 from __future__ import annotations
@@ -30,6 +38,7 @@ from cds import threads
 PAPER_EPSILON = 1e-3
 PAPER_MAX_ITER = 100
 PAPER_TOLERANCE = 1e-5
+_LOG2E = 1.0 / math.log(2.0)
 
 
 @dataclass(frozen=True)
@@ -42,12 +51,14 @@ class SinkhornResult:
 
 
 class _CostRows:
-    """Row chunks of M = cdist(X, Y), precomputed when they fit in memory, else recomputed."""
+    """Row chunks of the scaled cost C = scale·cdist(X, Y), precomputed when they fit in memory,
+    else recomputed."""
 
-    def __init__(self, x: Tensor, y: Tensor, chunk_rows: int, max_cost_bytes: int):
+    def __init__(self, x: Tensor, y: Tensor, scale: float, chunk_rows: int, max_cost_bytes: int):
         self.x = x.to(torch.float64)
         self.y = y.to(torch.float64)
         self.y_sq = self.y.square().sum(dim=1)
+        self.scale = scale
         self.n = x.shape[0]
         self.chunk_rows = chunk_rows
         self.full: Tensor | None = None
@@ -63,7 +74,7 @@ class _CostRows:
     def _compute(self, start: int, stop: int) -> Tensor:
         xs = self.x[start:stop]
         sq = xs.square().sum(dim=1, keepdim=True) + self.y_sq - 2.0 * (xs @ self.y.T)
-        return sq.clamp_min_(0.0).sqrt_().to(torch.float32)
+        return sq.clamp_min_(0.0).sqrt_().mul_(self.scale).to(torch.float32)
 
     def __iter__(self) -> Iterator[tuple[int, int, Tensor]]:
         for start, stop in self._bounds():
@@ -71,55 +82,53 @@ class _CostRows:
             yield start, stop, block
 
 
-#: Exponents below this are clamped before exp: exp(−87) ≈ 1.6e-38 is still a normal float32,
-#: whereas more negative arguments hit the slow subnormal path (about 10× slower on x86). Against
-#: a leading term of 1 the clamped terms are far below float32 resolution, so sums are unchanged.
-_EXP_FLOOR = -87.0
+#: Exponents below this are clamped before exp2: 2^−126 ≈ 1.2e-38 is the smallest normal float32,
+#: whereas more negative arguments give subnormal results on a slower path. Against a leading
+#: term of 1 the clamped terms are far below float32 resolution, so sums are unchanged.
+_EXP2_FLOOR = -126.0
 
 
-def _exp_(z: Tensor) -> Tensor:
-    """In-place exp with the argument clamped at `_EXP_FLOOR`."""
-    return z.clamp_(min=_EXP_FLOOR).exp_()
+def _exp2_(z: Tensor) -> Tensor:
+    """In-place 2^z with the argument clamped at `_EXP2_FLOOR`."""
+    return z.clamp_(min=_EXP2_FLOOR).exp2_()
 
 
-def _scaled_difference(
-    potential_rows: Tensor, potential_cols: Tensor, block: Tensor, epsilon: float, buffer: Tensor
+def _difference(
+    potential_rows: Tensor, potential_cols: Tensor, block: Tensor, buffer: Tensor
 ) -> Tensor:
-    """(p_i + q_j − M_ij)/ε for a row chunk, written into a preallocated buffer."""
+    """P_i + Q_j − C_ij for a row chunk, written into a preallocated buffer."""
     out = buffer[: block.numel()].view_as(block)
-    torch.sub(potential_rows + potential_cols, block, out=out)
-    return out.mul_(1.0 / epsilon)
+    return torch.sub(potential_rows + potential_cols, block, out=out)
 
 
-def _row_logsumexp(v: Tensor, cost: _CostRows, epsilon: float, buffer: Tensor) -> Tensor:
-    """LSE_j((v_j − M_ij)/ε) for every row i, one chunk of rows at a time."""
+def _row_logsumexp2(v: Tensor, cost: _CostRows, buffer: Tensor) -> Tensor:
+    """LSE₂_j(V_j − C_ij) for every row i, one chunk of rows at a time."""
     out = torch.empty(cost.n, dtype=torch.float32, device=v.device)
     zero = v.new_zeros(1, 1)
     for start, stop, block in cost:
-        z = _scaled_difference(zero, v, block, epsilon, buffer)
+        z = _difference(zero, v, block, buffer)
         peak = z.amax(dim=1, keepdim=True)
-        out[start:stop] = peak.squeeze(1) + _exp_(z.sub_(peak)).sum(dim=1).log()
+        out[start:stop] = peak.squeeze(1) + _exp2_(z.sub_(peak)).sum(dim=1).log2()
     return out
 
 
-def _column_logsumexp(u: Tensor, cost: _CostRows, epsilon: float, buffer: Tensor) -> Tensor:
-    """LSE_i((u_i − M_ij)/ε) for every column j, by an online (running max) LSE over chunks."""
+def _column_logsumexp2(u: Tensor, cost: _CostRows, buffer: Tensor) -> Tensor:
+    """LSE₂_i(U_i − C_ij) for every column j, by an online (running max) LSE over chunks."""
     running_max: Tensor | None = None
     running_sum = u.new_zeros(0)
     zero = u.new_zeros(1)
     for start, stop, block in cost:
-        z = _scaled_difference(u[start:stop, None], zero, block, epsilon, buffer)
+        z = _difference(u[start:stop, None], zero, block, buffer)
         peak = z.amax(dim=0)
         if running_max is None:
-            running_max, running_sum = peak, _exp_(z.sub_(peak)).sum(dim=0)
+            running_max, running_sum = peak, _exp2_(z.sub_(peak)).sum(dim=0)
             continue
         new_max = torch.maximum(running_max, peak)
-        running_sum = running_sum * torch.exp(running_max - new_max) + _exp_(z.sub_(new_max)).sum(
-            dim=0
-        )
+        rescaled = running_sum * torch.exp2(running_max - new_max)
+        running_sum = rescaled + _exp2_(z.sub_(new_max)).sum(dim=0)
         running_max = new_max
     assert running_max is not None
-    return running_max + running_sum.log()
+    return running_max + running_sum.log2()
 
 
 #: Row chunk on the CPU: 64 rows of float32 costs against 10⁴ columns stay in cache.
@@ -158,30 +167,38 @@ def _check_sample_sets(x: Tensor, y: Tensor) -> None:
 
 
 def _log_domain_iterations(
-    cost: _CostRows,
-    m: int,
-    epsilon: float,
-    max_iter: int,
-    tolerance: float,
-    buffer: Tensor,
+    cost: _CostRows, m: int, max_iter: int, tolerance: float, buffer: Tensor
 ) -> tuple[Tensor, Tensor, int, bool]:
     """The alternating log-domain updates of docs/methods.md §7 from u = 0, v = ε·log b (uniform
-    weights)."""
-    log_a, log_b = -math.log(cost.n), -math.log(m)
+    weights), in the base-2 scaled form of the module docstring: returns U, V (u and v times
+    `cost.scale`), the iterations run and whether max|Δu|, max|Δv| fell below `tolerance`."""
+    log2_a, log2_b = -math.log2(cost.n), -math.log2(m)
+    scaled_tolerance = tolerance * cost.scale
     u = torch.zeros(cost.n, dtype=torch.float32, device=cost.x.device)
-    v = torch.full((m,), epsilon * log_b, dtype=torch.float32, device=cost.x.device)
+    v = torch.full((m,), log2_b, dtype=torch.float32, device=cost.x.device)
     n_iter, converged = 0, False
     for n_iter in range(1, max_iter + 1):  # noqa: B007 - n_iter is reported
         threads.adapt()
-        u_new = epsilon * (log_a - _row_logsumexp(v, cost, epsilon, buffer))
-        v_new = epsilon * (log_b - _column_logsumexp(u_new, cost, epsilon, buffer))
+        u_new = log2_a - _row_logsumexp2(v, cost, buffer)
+        v_new = log2_b - _column_logsumexp2(u_new, cost, buffer)
         du = float((u_new - u).abs().max())
         dv = float((v_new - v).abs().max())
         u, v = u_new, v_new
-        if du < tolerance and dv < tolerance:
+        if du < scaled_tolerance and dv < scaled_tolerance:
             converged = True
             break
     return u, v, n_iter, converged
+
+
+def _scaled_cost(
+    x: Tensor, y: Tensor, epsilon: float, chunk_rows: int | None, max_cost_bytes: int | None
+) -> tuple[_CostRows, Tensor]:
+    """The cost C = M·log₂e/ε for the sets' device plan (`memory_plan`), and a chunk buffer."""
+    _check_sample_sets(x, y)
+    m = y.shape[0]
+    chunk_rows, max_cost_bytes = memory_plan(x, m, chunk_rows, max_cost_bytes)
+    cost = _CostRows(x.detach(), y.detach(), _LOG2E / epsilon, chunk_rows, max_cost_bytes)
+    return cost, torch.empty(chunk_rows * m, dtype=torch.float32, device=x.device)
 
 
 def paper_sinkhorn(
@@ -196,20 +213,16 @@ def paper_sinkhorn(
     """The paper's entropic-OT value S = Σ P_ij·M_ij between two sample sets (module docstring),
     computed on their device; `chunk_rows` and `max_cost_bytes` default by device
     (`memory_plan`)."""
-    _check_sample_sets(x, y)
-    m = y.shape[0]
-    chunk_rows, max_cost_bytes = memory_plan(x, m, chunk_rows, max_cost_bytes)
-    cost = _CostRows(x.detach(), y.detach(), chunk_rows, max_cost_bytes)
-    buffer = torch.empty(chunk_rows * m, dtype=torch.float32, device=x.device)
+    cost, buffer = _scaled_cost(x, y, epsilon, chunk_rows, max_cost_bytes)
     with torch.no_grad():
         u, v, n_iter, converged = _log_domain_iterations(
-            cost, m, epsilon, max_iter, tolerance, buffer
+            cost, y.shape[0], max_iter, tolerance, buffer
         )
         total = 0.0
-        for start, stop, block in cost:
-            z = _scaled_difference(u[start:stop, None], v, block, epsilon, buffer)
-            total += float((_exp_(z) * block).sum(dtype=torch.float64))
-    return SinkhornResult(value=total, n_iter=n_iter, converged=converged)
+        for start, stop, block in cost:  # P_ij·M_ij = 2^(U_i + V_j − C_ij)·C_ij / scale
+            z = _difference(u[start:stop, None], v, block, buffer)
+            total += float((_exp2_(z) * block).sum(dtype=torch.float64))
+    return SinkhornResult(value=total / cost.scale, n_iter=n_iter, converged=converged)
 
 
 def entropic_ot_dual(
@@ -225,13 +238,10 @@ def entropic_ot_dual(
 
     Same cost and iterations as `paper_sinkhorn`; here u = f + ε·log a and v = g + ε·log b.
     """
-    _check_sample_sets(x, y)
+    cost, buffer = _scaled_cost(x, y, epsilon, chunk_rows, max_cost_bytes)
     n, m = x.shape[0], y.shape[0]
-    chunk_rows, max_cost_bytes = memory_plan(x, m, chunk_rows, max_cost_bytes)
-    cost = _CostRows(x.detach(), y.detach(), chunk_rows, max_cost_bytes)
-    buffer = torch.empty(chunk_rows * m, dtype=torch.float32, device=x.device)
     with torch.no_grad():
-        u, v, _, _ = _log_domain_iterations(cost, m, epsilon, max_iter, tolerance, buffer)
-    f = u.double() + epsilon * math.log(n)
-    g = v.double() + epsilon * math.log(m)
+        u, v, _, _ = _log_domain_iterations(cost, m, max_iter, tolerance, buffer)
+    f = u.double() / cost.scale + epsilon * math.log(n)
+    g = v.double() / cost.scale + epsilon * math.log(m)
     return float(f.mean() + g.mean())
