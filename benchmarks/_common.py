@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import math
+import multiprocessing
 import platform
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -162,6 +164,28 @@ def best_of(fn: Callable[[], Any], repeats: int = 5, warmup: int = 1) -> float:
         fn()
         times.append(time.perf_counter() - start)
     return min(times)
+
+
+def _spin() -> None:
+    while True:
+        pass
+
+
+@contextmanager
+def busy_processes(count: int) -> Iterator[None]:
+    """The load generator: `count` single-threaded CPU-bound processes (spawned Python busy
+    loops) for the duration of the block."""
+    context = multiprocessing.get_context("spawn")
+    processes = [context.Process(target=_spin, daemon=True) for _ in range(count)]
+    for process in processes:
+        process.start()
+    time.sleep(1.0)  # past their interpreters' start
+    try:
+        yield
+    finally:
+        for process in processes:
+            process.terminate()
+            process.join()
 
 
 def write_results(script: str, payload: dict[str, Any]) -> Path:

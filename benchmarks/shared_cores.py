@@ -28,18 +28,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing
 import os
 import statistics
 import subprocess
 import sys
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from _common import machine, print_table, write_results
+from _common import busy_processes, machine, print_table, write_results
 
 ROOT = Path(__file__).resolve().parents[1]
 N_SAMPLES = 1_000_000
@@ -88,27 +84,6 @@ else:
                                f"{scratch}/student.pt", bank=bank, progress=False)
     print(json.dumps({"rate": result.iterations / result.train_seconds}))
 """
-
-
-def _spin() -> None:
-    while True:
-        pass
-
-
-@contextmanager
-def busy_processes(count: int) -> Iterator[None]:
-    """`count` single-threaded CPU-bound processes for the duration of the block."""
-    context = multiprocessing.get_context("spawn")
-    processes = [context.Process(target=_spin, daemon=True) for _ in range(count)]
-    for process in processes:
-        process.start()
-    time.sleep(1.0)  # past their interpreters' start
-    try:
-        yield
-    finally:
-        for process in processes:
-            process.terminate()
-            process.join()
 
 
 def run_cell(spec: dict[str, Any]) -> float:

@@ -280,11 +280,13 @@ def stage(
     _quiet()
     from cds.config import load_params
     from pipelines.project_lock import ProjectBusyError, project_lock
+    from pipelines.timings import add_timings
 
     layout = Layout(project.resolve())
     try:
         # registration is short: a concurrent one is waited for, then finds the version made
         with project_lock(layout.root, wait=REGISTER_WAIT_S if name == "register" else 0.0):
+            started = time.perf_counter()
             params = load_params(layout.params)
             if name == "register":
                 from pipelines.publish import publish
@@ -294,6 +296,7 @@ def stage(
                 module = importlib.import_module(f"pipelines.stages.{name}")
                 with contextlib.chdir(layout.root):  # params' paths are relative to it
                     result = module.run(params, layout, progress)
+                add_timings(layout.root, name, {"stage_seconds": time.perf_counter() - started})
     except ProjectBusyError as err:
         _fail(str(err), code=EXIT_TRANSIENT)
     except _input_errors() as err:

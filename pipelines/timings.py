@@ -1,8 +1,10 @@
 """Wall times of the stages, kept out of every DVC output (so that dvc.lock is the same on any
 machine that computes the same results) and logged to MLflow instead.
 
-Each stage that measures something writes `.cds/timings/<stage>.json` when it finishes; a stage
-DVC did not re-run keeps the file of the run that produced its outputs.
+Each stage writes `.cds/timings/<stage>.json` when it finishes: `stage_seconds`, its wall time
+from loading the params to its outputs written (`cds stage`), and what it measured inside (e.g.
+`train_seconds`). A stage DVC did not re-run keeps the file of the run that produced its
+outputs.
 """
 
 from __future__ import annotations
@@ -21,6 +23,11 @@ def timings_path(root: Path, stage: str) -> Path:
 
 def record_timings(root: Path, stage: str, seconds: dict[str, float]) -> None:
     write_json_atomic(timings_path(root, stage), seconds)
+
+
+def add_timings(root: Path, stage: str, seconds: dict[str, float]) -> None:
+    """Merge `seconds` into the stage's timings file (kept keys the stage recorded itself)."""
+    record_timings(root, stage, {**read_timings(root, stage), **seconds})
 
 
 def read_timings(root: Path, stage: str) -> dict[str, Any]:
