@@ -18,9 +18,9 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export MLFLOW_DISABLE_TELEMETRY := true
 export DVC_NO_ANALYTICS := 1
 
-.PHONY: run test install lint
+.PHONY: run test install lint lock
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml requirements.lock
 	rm -f $(VENV)/.installed*
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
@@ -28,10 +28,19 @@ $(STAMP): pyproject.toml
 	# only torch itself comes from PyTorch's index, its dependencies from the usual one.
 	$(BIN)/pip install --quiet --no-deps "torch==$(TORCH_VERSION)+$(TORCH_VARIANT)" \
 		--extra-index-url $(TORCH_INDEX)
-	$(BIN)/pip install --quiet "torch==$(TORCH_VERSION)+$(TORCH_VARIANT)"
-	$(BIN)/pip install --quiet -e ".[dev,bench]"
+	# every other package at the exact version of the lock file, then cds itself without
+	# resolving anything again; pip check proves the set consistent with pyproject's bounds.
+	$(BIN)/pip install --quiet -r requirements.lock
+	$(BIN)/pip install --quiet --no-deps -e ".[pipeline,dev,bench]"
 	$(BIN)/pip check
 	touch $(STAMP)
+
+# Re-pin requirements.lock to what .venv holds (after changing pyproject's dependencies:
+# `pip install -e ".[pipeline,dev,bench]"` into .venv, then `make lock`, then `make test`).
+lock:
+	{ echo "# Exact versions for make run / make test (torch: its build is chosen in the Makefile)."; \
+	  echo "# Regenerate with make lock."; \
+	  $(BIN)/pip freeze --all --exclude-editable | grep -v -E '^(pip|torch)=='; } > requirements.lock
 
 install: $(STAMP)
 
@@ -39,7 +48,7 @@ run: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/cds run
 
 lint: $(STAMP)
-	$(BIN)/ruff check cds pipelines tests benchmarks examples
+	$(BIN)/ruff check cds tests benchmarks examples
 
 test: $(STAMP) lint
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q

@@ -18,7 +18,7 @@ import torch
 
 if TYPE_CHECKING:
     from cds.config import Params
-    from pipelines.layout import Layout
+    from cds.pipeline.layout import Layout
 
 RESULTS = Path(__file__).resolve().parent / "results"
 #: The preset under which the fixed-budget studies (every script but default_budgets.py) were
@@ -104,8 +104,8 @@ def target_overrides(
 ) -> dict[str, Any]:
     """The params a target's own preset sets in `sections` (`cds/presets/<name>.yaml`, the one
     home of what was learned per target), as dotted keys; {} for a target without one."""
+    from cds.pipeline.tracking import flatten
     from cds.presets import read_preset, target_preset
-    from pipelines.tracking import flatten
 
     preset = target_preset(name)
     found = flatten(read_preset(preset)) if preset else {}
@@ -119,9 +119,9 @@ def teacher_overrides(name: str) -> dict[str, Any]:
 
 def train_seconds(cell_dir: Path, stage: str) -> float:
     """Training wall time of a pipeline cell's stage ("teacher" or "student"), as the stage
-    recorded it (`pipelines.timings`): for a teacher another sweep cell handed on, that cell's
+    recorded it (`cds.pipeline.timings`): for a teacher another sweep cell handed on, that cell's
     time; NaN where the cell has no record (outputs pulled from a DVC remote)."""
-    from pipelines.timings import read_timings
+    from cds.pipeline.timings import read_timings
 
     seconds = read_timings(cell_dir, stage)
     return float(seconds.get("shared_train_seconds", seconds.get("train_seconds", math.nan)))
@@ -220,12 +220,12 @@ def print_table(rows: list[dict[str, Any]], columns: list[str]) -> None:
 
 
 def run_stage(name: str, params: Params, layout: Layout, progress: bool = False) -> dict[str, Any]:
-    """Pipeline stage `name` (`pipelines.stages.<name>.run`) on the project at `layout.root`,
+    """Pipeline stage `name` (`cds.pipeline.stages.<name>.run`) on the project at `layout.root`,
     in that directory, as `cds stage NAME` runs it (without DVC and the project lock)."""
     import contextlib
     import importlib
 
-    module = importlib.import_module(f"pipelines.stages.{name}")
+    module = importlib.import_module(f"cds.pipeline.stages.{name}")
     with contextlib.chdir(layout.root):  # params' paths are relative to the project
         return module.run(params, layout, progress)
 
@@ -235,7 +235,7 @@ def quiet_pipeline_environment() -> None:
     WARNING, for scripts that run pipeline sweeps (explicit settings win)."""
     import os
 
-    from pipelines.cli import QUIET_ENV
+    from cds.pipeline.cli import QUIET_ENV
 
     for key, value in {**QUIET_ENV, "PREFECT_LOGGING_LEVEL": "WARNING"}.items():
         os.environ.setdefault(key, value)

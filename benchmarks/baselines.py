@@ -55,11 +55,11 @@ from pyro.infer.mcmc import MCMC, NUTS
 from cds.config import Params, load_params
 from cds.metrics import noise_floor, paper_sinkhorn
 from cds.metrics.modes import marginal_std_errors, mode_coverage
+from cds.pipeline.layout import Layout
+from cds.pipeline.sweep import SweepGrid, cells, run_sweep
 from cds.samplers import sampler_from_checkpoint
 from cds.scds import extra_steps_at
 from cds.targets import Target, get_target
-from pipelines.layout import Layout
-from pipelines.sweep import SweepGrid, cells, run_sweep
 
 ROOT = Path(__file__).resolve().parents[1]
 CHAINS, WARMUP, DRAWS = 4, 500, 1500

@@ -54,11 +54,11 @@ from cds.cdds import one_step_weights_report
 from cds.config import load_params
 from cds.integrators import sample_pf_ode
 from cds.metrics import paper_sinkhorn
+from cds.pipeline.layout import Layout
+from cds.pipeline.stages.teacher import SHARED_TEACHERS_ENV
+from cds.pipeline.timings import read_timings
 from cds.samplers import ConsistencySampler, DiffusionSampler, sampler_from_checkpoint
 from cds.targets import get_target
-from pipelines.layout import Layout
-from pipelines.stages.teacher import SHARED_TEACHERS_ENV
-from pipelines.timings import read_timings
 
 #: The default's loss and learning rate, pinned so that a row keeps its meaning whatever the
 #: current defaults (every other setting is the default's).

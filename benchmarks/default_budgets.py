@@ -30,10 +30,10 @@ from typing import Any
 from _common import previous_rows, print_table, run_stage, write_results
 
 from cds.config import load_params
+from cds.pipeline.layout import Layout
+from cds.pipeline.stages.teacher import SHARED_TEACHERS_ENV
+from cds.pipeline.timings import read_timings
 from cds.presets import target_preset
-from pipelines.layout import Layout
-from pipelines.stages.teacher import SHARED_TEACHERS_ENV
-from pipelines.timings import read_timings
 
 TARGETS = ["banana", "rotmix4", "student5", "gmm9", "mw54"]
 BARS = {"teacher_over_floor": 1.10, "cdds_over_teacher": 1.25, "scds_over_teacher": 1.4}

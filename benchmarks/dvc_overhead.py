@@ -24,8 +24,8 @@ from pathlib import Path
 from _common import FIXED_BUDGETS, print_table, write_results
 
 from cds.config import load_params
-from pipelines.dvc import dvc, dvc_env
-from pipelines.workspace import create_workspace
+from cds.pipeline.dvc import dvc, dvc_env
+from cds.pipeline.workspace import create_workspace
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = [

@@ -21,8 +21,8 @@ from pathlib import Path
 
 from _common import print_table, write_results
 
-from pipelines.layout import Layout
-from pipelines.sweep import SweepGrid, cells, run_sweep
+from cds.pipeline.layout import Layout
+from cds.pipeline.sweep import SweepGrid, cells, run_sweep
 
 ROOT = Path(__file__).resolve().parents[1]
 #: Reduced budget: 32 SDE steps and batch 64 for the teacher (a default-size teacher step takes

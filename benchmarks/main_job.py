@@ -42,7 +42,7 @@ from _common import best_of, busy_processes, print_table, write_results
 
 from cds import threads
 from cds.config import Params, load_params
-from pipelines.stages.evaluate import budgets
+from cds.pipeline.stages.evaluate import budgets
 
 ROOT = Path(__file__).resolve().parents[1]
 STAGES = ("target", "teacher", "fragments", "student", "evaluate", "register")

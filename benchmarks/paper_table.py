@@ -1,6 +1,6 @@
 """The paper's Table 1 side by side with ours, from pipeline runs.
 
-For each target, one sweep (`pipelines.sweep`, Dask through prefect-dask) runs the full pipeline
+For each target, one sweep (`cds.pipeline.sweep`, Dask through prefect-dask) runs the full pipeline
 for CDDS and SCDS at each seed, in the project's own DVC cache and MLflow store, so every number
 has its provenance there (sweep directory `runs/sweeps/paper-table-<target>/`, MLflow runs
 tagged with the sweep id). A rerun finds the finished stages in the DVC cache and trains nothing:
@@ -45,11 +45,11 @@ from _common import previous_rows, target_overrides, train_seconds, write_result
 
 from cds.config import ParamsError, load_params, read_yaml
 from cds.metrics import paper_sinkhorn
+from cds.pipeline.layout import Layout
+from cds.pipeline.stages.evaluate import best_budget
+from cds.pipeline.sweep import SweepGrid, cells, run_sweep
 from cds.samplers import sampler_from_checkpoint
 from cds.targets import get_target
-from pipelines.layout import Layout
-from pipelines.stages.evaluate import best_budget
-from pipelines.sweep import SweepGrid, cells, run_sweep
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS_MD = Path(__file__).resolve().parent / "results" / "paper_table.md"

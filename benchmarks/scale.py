@@ -27,11 +27,11 @@ from _common import FIXED_BUDGETS, TIMING, print_table, run_stage, write_results
 
 from cds.cdds import load_bank, train_student
 from cds.config import load_params
+from cds.pipeline.layout import Layout
 from cds.samplers import sampler_from_checkpoint
 from cds.scds import train_scds
 from cds.targets import get_target
 from cds.teacher import load_teacher, train_teacher
-from pipelines.layout import Layout
 
 TARGETS = ("gmm9", "mw54", "funnel", "mw52", "lgcp")
 #: Iterations timed per training measurement (the first one is not counted: warm-up).

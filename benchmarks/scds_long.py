@@ -34,10 +34,10 @@ from _common import (
     write_results,
 )
 
+from cds.pipeline.layout import Layout
+from cds.pipeline.sweep import SweepGrid, cells, run_sweep
 from cds.presets import preset_names
 from cds.targets import target_names
-from pipelines.layout import Layout
-from pipelines.sweep import SweepGrid, cells, run_sweep
 
 ROOT = Path(__file__).resolve().parents[1]
 #: The SCDS configuration that meets the gmm9 bar (scds_quality.py).

@@ -17,8 +17,8 @@ from pathlib import Path
 from _common import FIXED_BUDGETS, print_table, write_results
 
 from cds.config import load_params
-from pipelines.sweep import SweepGrid, run_sweep
-from pipelines.workspace import create_workspace
+from cds.pipeline.sweep import SweepGrid, run_sweep
+from cds.pipeline.workspace import create_workspace
 
 ROOT = Path(__file__).resolve().parents[1]
 BUDGET = [

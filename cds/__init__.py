@@ -7,9 +7,17 @@
 
 from __future__ import annotations
 
+from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
-__all__ = ["fit", "load_sampler"]
+__all__ = ["__version__", "fit", "load_sampler"]
+
+#: The distribution's name on the package index (the import name and the command are `cds`).
+DISTRIBUTION = "cds-samplers"
+try:
+    __version__ = version(DISTRIBUTION)
+except PackageNotFoundError:  # a source tree on sys.path without an install
+    __version__ = "0+unknown"
 
 
 def __getattr__(name: str) -> Any:

@@ -115,7 +115,7 @@ class Plateau:
 
 
 class TrainingMonitor(Protocol):
-    """Watches a run as it goes (e.g. `pipelines.live_tracking`): called on the training
+    """Watches a run as it goes (e.g. `cds.pipeline.live_tracking`): called on the training
     process's thread, so implementations must be cheap or buffer."""
 
     def iteration(self, step: int, loss: float, lr: float, skipped: int) -> None:

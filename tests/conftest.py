@@ -13,9 +13,9 @@ import pytest
 import torch
 
 from cds.config import Params, load_params
+from cds.pipeline.tracking import flatten
 from cds.presets import read_preset
 from cds.targets import Target
-from pipelines.tracking import flatten
 
 # Before Prefect or MLflow are imported anywhere: private Prefect home, no telemetry.
 _HOME = tempfile.mkdtemp(prefix="cds-tests-")
@@ -43,7 +43,7 @@ def gen() -> torch.Generator:
 def make_project(dest: Path, *overrides: str) -> Path:
     """A committed git + DVC working copy of this project with the tiny params."""
     from cds.config import load_params
-    from pipelines.workspace import create_workspace
+    from cds.pipeline.workspace import create_workspace
 
     return create_workspace(ROOT, dest, load_params(None, [*TINY, *overrides]))
 
@@ -71,8 +71,8 @@ def prefect_api() -> str:
 def trained_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny project whose stages were run once, in-process (reference for copies)."""
     from cds.config import load_params
-    from pipelines.layout import Layout
-    from pipelines.stages import evaluate, fragments, student, target, teacher
+    from cds.pipeline.layout import Layout
+    from cds.pipeline.stages import evaluate, fragments, student, target, teacher
 
     root = make_project(tmp_path_factory.mktemp("trained") / "project")
     layout = Layout(root)

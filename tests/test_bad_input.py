@@ -8,11 +8,11 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from cds.pipeline import cli
+from cds.pipeline.cli import app
+from cds.pipeline.layout import Layout
+from cds.pipeline.model_registry import gate
 from cds.samplers import sampler_from_checkpoint
-from pipelines import cli
-from pipelines.cli import app
-from pipelines.layout import Layout
-from pipelines.model_registry import gate
 
 runner = CliRunner()
 

@@ -9,10 +9,10 @@ import json
 import torch
 from typer.testing import CliRunner
 
+from cds.pipeline.cli import app
+from cds.pipeline.layout import Layout
+from cds.pipeline.timings import read_timings
 from cds.targets import target_names
-from pipelines.cli import app
-from pipelines.layout import Layout
-from pipelines.timings import read_timings
 
 runner = CliRunner()
 
@@ -35,6 +35,25 @@ def test_targets_lists_every_target_with_dim_and_log_z():
     assert lines[1].split() == ["gmm9", "2", "yes", "0.000000"]
     assert lines[7].split() == ["logreg_cancer", "31", "no", "unknown"]
     assert lines[-1].split() == ["student5", "5", "yes", "3.841412"]
+
+
+def test_version_is_the_installed_distribution():
+    from importlib.metadata import version
+
+    result = runner.invoke(app, ["--version"])
+    assert result.exit_code == 0
+    assert result.stdout.strip() == f"cds {version('cds-samplers')}"
+
+
+def test_schedule_and_its_deprecated_alias_refuse_without_a_prefect_server(project, monkeypatch):
+    """`cds schedule` needs a running Prefect server; `cds serve`, its old name, says it is
+    deprecated and does the same."""
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    for command in ("schedule", "serve"):
+        result = runner.invoke(app, [command, "--cron", "0 3 * * *", "--project", str(project)])
+        assert result.exit_code == 2
+        assert "prefect server start" in result.stderr
+    assert "deprecated: use `cds schedule`" in result.stderr
 
 
 def test_run_rejects_bad_params_before_any_stage(project):
@@ -109,7 +128,8 @@ def test_stage_rerun_after_completion_trains_again_to_the_same_weights(trained_c
     assert json.loads(result.stdout)["iterations"] == 40
     after = torch.load(layout.student, weights_only=True)["ema"]
     assert all(torch.equal(before[k], after[k]) for k in before)
-    assert read_timings(trained_copy, "student")["train_seconds"] > 0
+    timings = read_timings(trained_copy, "student")
+    assert 0 < timings["train_seconds"] < timings["stage_seconds"]
 
 
 def test_sample_reports_an_unknown_model(trained_copy, tmp_path):

@@ -1,7 +1,7 @@
 """dvc.yaml's code dependencies are exactly the source files each stage runs: a stage run in a
-fresh process imports precisely the `cds` and `pipelines` modules its deps list (a directory
-stands for every module in it), so editing any of them makes that stage stale and editing any
-other leaves it alone."""
+fresh process imports precisely the `cds` modules (`cds.pipeline` included) its deps list (a
+directory stands for every module in it), so editing any of them makes that stage stale and
+editing any other leaves it alone."""
 
 from __future__ import annotations
 
@@ -14,28 +14,28 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipelines.stage_graph import STAGES
+from cds.pipeline.stage_graph import STAGES
 
 pytestmark = pytest.mark.slow  # real pipelines: run by CI, not in the edit-test loop
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("cds", "pipelines")
+PACKAGES = ("cds",)
 
 #: Run one stage in this process's environment and print the source files it imported.
 PROBE = """
 import importlib, json, sys
 from pathlib import Path
 from cds.config import load_params
-from pipelines.layout import Layout
+from cds.pipeline.layout import Layout
 layout = Layout(Path.cwd())
-importlib.import_module("pipelines.stages." + sys.argv[1]).run(
+importlib.import_module("cds.pipeline.stages." + sys.argv[1]).run(
     load_params(layout.params), layout, progress=False
 )
 root = Path(sys.argv[2])
 print(json.dumps(sorted(
     Path(m.__file__).resolve().relative_to(root).as_posix()
     for name, m in list(sys.modules.items())
-    if name.split(".")[0] in ("cds", "pipelines") and getattr(m, "__file__", None)
+    if name.split(".")[0] == "cds" and getattr(m, "__file__", None)
 )))
 """
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from cds.checkpoints import load_checkpoint
-from pipelines.layout import Layout
+from cds.pipeline.layout import Layout
 
 pytestmark = pytest.mark.slow
 

@@ -13,12 +13,12 @@ from typer.testing import CliRunner
 
 from cds.checkpoints import CheckpointError, load_checkpoint, save_checkpoint
 from cds.config import load_params
+from cds.pipeline.cli import app
+from cds.pipeline.layout import Layout
+from cds.pipeline.stages import teacher
 from cds.samplers import UntrustedTargetError, load_sampler, sampler_from_checkpoint
 from cds.scds import train_scds
 from cds.targets import get_target
-from pipelines.cli import app
-from pipelines.layout import Layout
-from pipelines.stages import teacher
 
 runner = CliRunner()
 

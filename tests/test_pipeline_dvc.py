@@ -13,9 +13,9 @@ import pytest
 import yaml
 
 from cds.config import Params, load_params
-from pipelines.dvc import dvc, is_clean
-from pipelines.layout import Layout
-from pipelines.stage_graph import STAGES
+from cds.pipeline.dvc import dvc, is_clean
+from cds.pipeline.layout import Layout
+from cds.pipeline.stage_graph import STAGES
 
 pytestmark = pytest.mark.slow  # real pipelines: run by CI, not in the edit-test loop
 

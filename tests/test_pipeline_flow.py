@@ -1,6 +1,6 @@
 """The Prefect `retrain` flow under Prefect's test harness (a real temporary API server, one
 per test session), against a real git + DVC project and a real MLflow SQLite registry; and the
-scheduled deployment served by `cds serve`, triggered and run to completion."""
+scheduled deployment served by `cds schedule`, triggered and run to completion."""
 
 from __future__ import annotations
 
@@ -15,11 +15,11 @@ from pathlib import Path
 import mlflow
 import pytest
 
-from pipelines.dvc import StageFailedError, TransientStageError, dvc, is_clean
-from pipelines.dvc_lock import lock_hashes
-from pipelines.flows import is_transient, retrain
-from pipelines.layout import Layout
-from pipelines.stage_graph import STAGES
+from cds.pipeline.dvc import StageFailedError, TransientStageError, dvc, is_clean
+from cds.pipeline.dvc_lock import lock_hashes
+from cds.pipeline.flows import is_transient, retrain
+from cds.pipeline.layout import Layout
+from cds.pipeline.stage_graph import STAGES
 from tests.conftest import make_project
 
 pytestmark = pytest.mark.slow  # real pipelines: run by CI, not in the edit-test loop
@@ -88,7 +88,7 @@ def _wait_for_deployment(name: str, timeout: float) -> None:
 
 
 def test_served_deployment_run_completes(retrained, prefect_api):
-    """`cds serve --cron` registers the scheduled deployment; a triggered run re-runs what the
+    """`cds schedule --cron` registers the scheduled deployment; a triggered run re-runs what the
     params change made stale (here: evaluation only)."""
     from prefect.deployments import run_deployment
 
@@ -96,7 +96,7 @@ def test_served_deployment_run_completes(retrained, prefect_api):
     params = project / "params.yaml"
     params.write_text(params.read_text().replace("floor_repeats: 1", "floor_repeats: 2"))
     server = subprocess.Popen(
-        [sys.executable, "-m", "pipelines.cli", "serve", "--cron", "0 3 * * *",
+        [sys.executable, "-m", "cds.pipeline.cli", "schedule", "--cron", "0 3 * * *",
          "--project", str(project), "--name", "nightly"],
         env={**os.environ, "PREFECT_API_URL": prefect_api},
         stdout=subprocess.DEVNULL,

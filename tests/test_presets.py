@@ -7,9 +7,9 @@ import pytest
 from typer.testing import CliRunner
 
 from cds.config import Params, ParamsError, load_params
+from cds.pipeline.cli import app
 from cds.presets import preset_names, read_preset, target_preset
 from cds.targets import target_names
-from pipelines.cli import app
 
 runner = CliRunner()
 
@@ -62,7 +62,7 @@ def test_switching_target_leaves_nothing_of_the_last_targets_preset(tmp_path):
 def test_a_sweep_names_only_known_presets():
     from pydantic import ValidationError
 
-    from pipelines.sweep import SweepGrid, cells
+    from cds.pipeline.sweep import SweepGrid, cells
 
     with pytest.raises(ValidationError, match="preset = 'fast': unknown"):
         SweepGrid(preset="fast")

@@ -9,8 +9,8 @@ import pytest
 from typer.testing import CliRunner
 
 from cds.config import load_params
-from pipelines.cli import app
-from pipelines.project_inputs import UntrackedInputError, check_tracked
+from cds.pipeline.cli import app
+from cds.pipeline.project_inputs import UntrackedInputError, check_tracked
 
 
 @pytest.fixture

@@ -16,9 +16,8 @@ from pydantic import ValidationError
 
 from cds.checkpoints import CheckpointError, load_checkpoint, save_checkpoint
 from cds.config import RegistryParams, load_params
-from cds.samplers import load_sampler
-from pipelines.layout import Layout
-from pipelines.model_registry import (
+from cds.pipeline.layout import Layout
+from cds.pipeline.model_registry import (
     CHAMPION,
     EVIDENCE,
     evaluation_protocol,
@@ -26,7 +25,8 @@ from pipelines.model_registry import (
     model_name,
     register_sampler,
 )
-from pipelines.publish import publish
+from cds.pipeline.publish import publish
+from cds.samplers import load_sampler
 
 TOL = RegistryParams(sinkhorn_tolerance=0.05, log_z_tolerance=0.05)
 CHAMP = {

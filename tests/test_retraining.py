@@ -24,12 +24,12 @@ import mlflow
 import pytest
 
 from cds.checkpoints import load_checkpoint
-from pipelines.dvc import dvc, is_clean
-from pipelines.dvc_lock import lock_hashes
-from pipelines.flows import retrain
-from pipelines.layout import Layout
-from pipelines.stage_graph import STAGES
-from pipelines.timings import read_timings
+from cds.pipeline.dvc import dvc, is_clean
+from cds.pipeline.dvc_lock import lock_hashes
+from cds.pipeline.flows import retrain
+from cds.pipeline.layout import Layout
+from cds.pipeline.stage_graph import STAGES
+from cds.pipeline.timings import read_timings
 from tests.conftest import make_project
 
 pytestmark = pytest.mark.slow  # real pipelines: run by CI, not in the edit-test loop
@@ -125,7 +125,7 @@ def test_first_scheduled_run_trains_everything_and_logs_live(project):
 def test_live_logging_thins_the_curve_and_marks_failed_stages(project):
     """A 5000-iteration stage logs its loss every 5th iteration (window means), in batches;
     a stage that raises ends its live run FAILED."""
-    from pipelines.live_tracking import PARENT_RUN_ENV, LiveRun, stage_monitor
+    from cds.pipeline.live_tracking import PARENT_RUN_ENV, LiveRun, stage_monitor
 
     client = mlflow.MlflowClient()
     parent = client.create_run(client.get_experiment_by_name("cds").experiment_id)
@@ -207,7 +207,7 @@ def test_run_with_overrides_is_a_dvc_experiment(project, prefect_api):
     git(project, "add", "-A")
     git(project, "commit", "-qm", "new data")
     result = subprocess.run(
-        [sys.executable, "-m", "pipelines.cli", "run", "--project", str(project),
+        [sys.executable, "-m", "cds.pipeline.cli", "run", "--project", str(project),
          "--set", "evaluation.floor_repeats=2"],
         env={**os.environ, "PREFECT_API_URL": prefect_api},
         capture_output=True,

@@ -7,10 +7,10 @@ import shutil
 
 from cds.checkpoints import load_checkpoint
 from cds.config import load_params
+from cds.pipeline.shared_teacher import shared_teacher
 from cds.run_config import teacher_fingerprint
 from cds.targets import get_target
 from cds.teacher import train_teacher
-from pipelines.shared_teacher import shared_teacher
 from tests.conftest import TINY
 
 PARAMS = load_params(None, TINY)

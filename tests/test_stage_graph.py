@@ -7,7 +7,7 @@ from pathlib import Path
 import yaml
 
 from cds.config import load_params
-from pipelines.stage_graph import DVC_YAML, STAGES, read_stages, stage_params
+from cds.pipeline.stage_graph import DVC_YAML, STAGES, read_stages, stage_params
 
 
 def _outs(spec: dict) -> list[str]:

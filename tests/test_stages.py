@@ -11,13 +11,13 @@ import pytest
 import torch
 
 from cds.config import load_params
+from cds.pipeline.layout import Layout
+from cds.pipeline.stages import evaluate, fragments, student, target, teacher
+from cds.pipeline.stages.common import StageInputError
+from cds.pipeline.timings import read_timings
 from cds.samplers import ConsistencySampler, ShortcutSampler, sampler_from_checkpoint
 from cds.scoring import log_weights, weight_estimator
 from cds.targets import get_target
-from pipelines.layout import Layout
-from pipelines.stages import evaluate, fragments, student, target, teacher
-from pipelines.stages.common import StageInputError
-from pipelines.timings import read_timings
 from tests.conftest import TINY, make_project
 
 

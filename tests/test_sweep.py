@@ -8,7 +8,7 @@ import json
 import mlflow
 import pytest
 
-from pipelines.sweep import SweepGrid, cells, load_grid, run_sweep
+from cds.pipeline.sweep import SweepGrid, cells, load_grid, run_sweep
 from tests.conftest import make_project
 
 GRID = SweepGrid(name="t", targets=["gmm9"], seeds=[0, 1])
@@ -109,8 +109,8 @@ def test_the_methods_of_one_seed_share_one_teacher(tmp_path, prefect_api):
     """The SCDS cell starts from the CDDS cell's finished teacher instead of training its own:
     the same checkpoint, log and teacher metrics, and no training time of its own."""
     from cds.checkpoints import load_checkpoint
-    from pipelines.layout import Layout
-    from pipelines.timings import read_timings
+    from cds.pipeline.layout import Layout
+    from cds.pipeline.timings import read_timings
 
     project = make_project(tmp_path / "project")
     store = f"sqlite:///{tmp_path / 'mlflow.db'}"

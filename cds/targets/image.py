@@ -20,13 +20,12 @@ from __future__ import annotations
 
 import math
 
-import matplotlib.cbook
 import numpy as np
 import torch
-from PIL import Image
 from scipy import ndimage
 from torch import Tensor
 
+from cds.extras import require
 from cds.targets.base import Target
 
 IMAGE_PIXELS = 700
@@ -37,7 +36,9 @@ OUTSIDE_PENALTY = 1.0
 
 def load_grayscale_photo(size: int = IMAGE_PIXELS) -> np.ndarray:
     """The bundled photo as a (size, size) float64 array in [0, 1], white = 1."""
-    with Image.open(matplotlib.cbook.get_sample_data("grace_hopper.jpg")) as im:
+    cbook = require("matplotlib.cbook", "the image target (its photo ships with matplotlib)")
+    image = require("PIL.Image", "the image target")
+    with image.open(cbook.get_sample_data("grace_hopper.jpg")) as im:
         gray = np.asarray(im.convert("L"), dtype=np.float64) / 255.0
     rows, cols = gray.shape
     side = min(rows, cols)

@@ -18,10 +18,10 @@ import math
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import torch
 from torch import Tensor
 
+from cds.extras import require
 from cds.targets.base import Target
 
 GRID_SIZE = 40
@@ -58,7 +58,7 @@ def read_point_pattern(path: str | Path) -> np.ndarray:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"lgcp data file {str(path)!r} does not exist")
-    frame = pd.read_csv(path)
+    frame = require("pandas", "the lgcp target's CSV reader").read_csv(path)
     for xs, ys in (("x", "y"), ("data_x", "data_y")):
         if xs in frame.columns and ys in frame.columns:
             points = frame[[xs, ys]].to_numpy(dtype=np.float64)

@@ -13,15 +13,16 @@ import math
 
 import torch
 import torch.nn.functional as F
-from sklearn.datasets import load_breast_cancer
 from torch import Tensor
 
+from cds.extras import require
 from cds.targets.base import Target
 
 
 def breast_cancer_design() -> tuple[Tensor, Tensor]:
     """Standardized features with a bias column (569, 31) and labels (569,) as float32."""
-    data = load_breast_cancer()
+    datasets = require("sklearn.datasets", "the logreg targets (their data ship with scikit-learn)")
+    data = datasets.load_breast_cancer()
     features = torch.as_tensor(data.data, dtype=torch.float64)
     std = features.std(dim=0, unbiased=False)
     std = torch.where(std > 0, std, torch.ones_like(std))

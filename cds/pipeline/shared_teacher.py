@@ -20,8 +20,8 @@ from pathlib import Path
 from filelock import FileLock
 
 from cds.checkpoints import CheckpointError, atomic_write, load_finished_checkpoint
+from cds.pipeline.io import write_json_atomic
 from cds.teacher import TEACHER_KIND
-from pipelines.io import write_json_atomic
 
 
 def _finished_fingerprint(path: Path) -> str | None:

@@ -22,6 +22,27 @@ app = typer.Typer(
     help="One-step samplers for unnormalized densities: DIS teacher, CDDS and SCDS.",
 )
 
+
+def _print_version(value: bool) -> None:
+    if value:
+        from cds import __version__
+
+        typer.echo(f"cds {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_print_version, is_eager=True, help="print the version and exit"
+        ),
+    ] = False,
+) -> None:
+    """One-step samplers for unnormalized densities: DIS teacher, CDDS and SCDS."""
+
+
 #: Quiet, offline defaults for Prefect, DVC and MLflow (explicit settings win).
 QUIET_ENV = {
     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
@@ -47,8 +68,8 @@ def _fail(message: str, code: int = EXIT_BAD_INPUT) -> None:
 def _input_errors() -> tuple[type[Exception], ...]:
     from cds.checkpoints import CheckpointError
     from cds.config import ParamsError
+    from cds.pipeline.stages.common import StageInputError
     from cds.targets import InvalidUserTargetError
-    from pipelines.stages.common import StageInputError
 
     return (
         ParamsError,
@@ -115,7 +136,7 @@ def _chosen_preset(asked: str | None, base: Path, overrides: list[str]) -> str |
 def _write_params(project: Path, params: Any) -> None:
     """Make the validated `params` the project's params.yaml (the one file every stage reads,
     as `dvc exp run --set-param` does)."""
-    from pipelines.params_file import write_complete_params
+    from cds.pipeline.params_file import write_complete_params
 
     if write_complete_params(project / "params.yaml", params):
         typer.echo(f"params: wrote {project / 'params.yaml'} (git diff shows the change)", err=True)
@@ -153,8 +174,8 @@ def run(
     if not (project / "dvc.yaml").is_file():
         _fail(f"{project} has no dvc.yaml: run from the cds project directory or pass --project")
     from cds.config import ParamsError, load_params
-    from pipelines.project_lock import ProjectBusyError, project_lock
-    from pipelines.stages.common import probed_target
+    from cds.pipeline.project_lock import ProjectBusyError, project_lock
+    from cds.pipeline.stages.common import probed_target
 
     try:
         preset = _chosen_preset(preset, params or project / "params.yaml", set_ or [])
@@ -164,8 +185,8 @@ def run(
     except _input_errors() as err:
         _fail(str(err))
     _quiet()
-    from pipelines.dvc import StageFailedError, save_experiment
-    from pipelines.flows import retrain
+    from cds.pipeline.dvc import StageFailedError, save_experiment
+    from cds.pipeline.flows import retrain
 
     signal.signal(signal.SIGTERM, _stop)
     try:
@@ -231,7 +252,7 @@ def _stop(signum: int, _frame: Any) -> None:
     deadline = time.monotonic() + STOP_GRACE_S
     while time.monotonic() < deadline and any(_running(pid) for pid in children):
         time.sleep(0.1)
-    from pipelines.project_lock import abandon
+    from cds.pipeline.project_lock import abandon
 
     abandon()
     typer.secho(
@@ -272,15 +293,15 @@ def stage(
     """Run one stage on the project's params.yaml (what dvc.yaml calls)."""
     import importlib
 
-    from pipelines.layout import Layout
-    from pipelines.stage_graph import STAGES
+    from cds.pipeline.layout import Layout
+    from cds.pipeline.stage_graph import STAGES
 
     if name not in (*STAGES, "register"):
         _fail(f"stage = {name!r}: unknown; valid: {', '.join((*STAGES, 'register'))}")
     _quiet()
     from cds.config import load_params
-    from pipelines.project_lock import ProjectBusyError, project_lock
-    from pipelines.timings import add_timings
+    from cds.pipeline.project_lock import ProjectBusyError, project_lock
+    from cds.pipeline.timings import add_timings
 
     layout = Layout(project.resolve())
     try:
@@ -289,11 +310,11 @@ def stage(
             started = time.perf_counter()
             params = load_params(layout.params)
             if name == "register":
-                from pipelines.publish import publish
+                from cds.pipeline.publish import publish
 
                 result = publish(params, layout, statuses={})
             else:
-                module = importlib.import_module(f"pipelines.stages.{name}")
+                module = importlib.import_module(f"cds.pipeline.stages.{name}")
                 with contextlib.chdir(layout.root):  # params' paths are relative to it
                     result = module.run(params, layout, progress)
                 add_timings(layout.root, name, {"stage_seconds": time.perf_counter() - started})
@@ -319,7 +340,7 @@ def _find_tracking_uri(start: Path) -> str | None:
     if os.environ.get("MLFLOW_TRACKING_URI"):
         return os.environ["MLFLOW_TRACKING_URI"]
     import cds
-    from pipelines.tracking import project_store
+    from cds.pipeline.tracking import project_store
 
     for directory in (start, *start.parents, Path(cds.__file__).resolve().parents[1]):
         if (directory / "dvc.yaml").is_file() and (directory / "mlflow.db").is_file():
@@ -370,7 +391,7 @@ def sample(
     uri = "a local file"
     project = _enclosing_project(Path.cwd().resolve())
     if project is not None:
-        from pipelines.project_inputs import use_project_inputs
+        from cds.pipeline.project_inputs import use_project_inputs
 
         use_project_inputs(project)  # a model of a user target finds its module there
     if ":/" in model or not Path(model).is_file():
@@ -409,13 +430,14 @@ def write_samples(sampler: Any, n: int, seed: int, out: Path) -> None:
 
 
 @app.command()
-def serve(
+def schedule(
     cron: Annotated[str, typer.Option(help='cron schedule, e.g. "0 3 * * *"')],
     project: ProjectOption = Path("."),
     name: Annotated[str, typer.Option(help="deployment name")] = "scheduled",
 ) -> None:
-    """Serve the `retrain` deployment on a schedule against a running `prefect server start`
-    (PREFECT_API_URL must point at it); blocks until interrupted."""
+    """Retrain on a schedule: serve the `retrain` deployment against a running
+    `prefect server start` (PREFECT_API_URL must point at it); blocks until interrupted. (To
+    serve a registered sampler over REST, use `mlflow models serve`; see README.)"""
     if not os.environ.get("PREFECT_API_URL"):
         _fail(
             "schedules need a running Prefect server: start `prefect server start` and set "
@@ -425,11 +447,21 @@ def serve(
     if not (project / "dvc.yaml").is_file():
         _fail(f"{project} has no dvc.yaml: pass --project")
     _quiet()
-    from pipelines.flows import retrain
+    from cds.pipeline.flows import retrain
 
     typer.echo(f"serving retrain/{name} on {cron!r} for {project}", err=True)
     sys.stdout.flush()
     retrain.serve(name=name, cron=cron, parameters={"project": str(project)})
+
+
+@app.command(deprecated=True, help="Deprecated name of `cds schedule` (it does not serve models).")
+def serve(
+    cron: Annotated[str, typer.Option(help='cron schedule, e.g. "0 3 * * *"')],
+    project: ProjectOption = Path("."),
+    name: Annotated[str, typer.Option(help="deployment name")] = "scheduled",
+) -> None:
+    typer.echo("`cds serve` is deprecated: use `cds schedule` (retraining on a schedule)", err=True)
+    schedule(cron, project, name)
 
 
 @app.command("sweep")
@@ -458,7 +490,7 @@ def sweep_command(
     project = project.resolve()
     if not (project / "dvc.yaml").is_file():
         _fail(f"{project} has no dvc.yaml: pass --project")
-    from pipelines.sweep import load_grid, run_sweep
+    from cds.pipeline.sweep import load_grid, run_sweep
 
     try:
         spec = load_grid(grid)

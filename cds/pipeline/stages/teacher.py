@@ -9,16 +9,16 @@ from pathlib import Path
 from typing import Any
 
 from cds.config import Params
+from cds.pipeline.layout import Layout
+from cds.pipeline.live_tracking import stage_monitor
+from cds.pipeline.shared_teacher import Handover, shared_teacher
+from cds.pipeline.stages.common import checked_target
+from cds.pipeline.timings import record_timings
 from cds.run_config import teacher_fingerprint
 from cds.teacher import train_teacher
-from pipelines.layout import Layout
-from pipelines.live_tracking import stage_monitor
-from pipelines.shared_teacher import Handover, shared_teacher
-from pipelines.stages.common import checked_target
-from pipelines.timings import record_timings
 
 #: Set (by a sweep) to a directory where cells needing the same teacher share it
-#: (`pipelines.shared_teacher`).
+#: (`cds.pipeline.shared_teacher`).
 SHARED_TEACHERS_ENV = "CDS_SHARED_TEACHERS"
 
 

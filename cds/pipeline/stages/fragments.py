@@ -9,11 +9,11 @@ from typing import Any
 from cds.cdds import build_fragment_bank, save_bank
 from cds.checkpoints import load_checkpoint
 from cds.config import Params
+from cds.pipeline.io import write_json_atomic
+from cds.pipeline.layout import Layout
+from cds.pipeline.stages.common import checked_target, require
 from cds.run_config import run_device
 from cds.teacher import load_teacher
-from pipelines.io import write_json_atomic
-from pipelines.layout import Layout
-from pipelines.stages.common import checked_target, require
 
 
 def run(params: Params, layout: Layout, progress: bool = True) -> dict[str, Any]:

@@ -15,10 +15,10 @@ from pathlib import Path
 from typing import Any
 
 from cds.config import Params
-from pipelines.dvc_lock import lock_hashes
-from pipelines.layout import Layout
-from pipelines.stage_graph import STAGES, stage_params
-from pipelines.timings import read_timings
+from cds.pipeline.dvc_lock import lock_hashes
+from cds.pipeline.layout import Layout
+from cds.pipeline.stage_graph import STAGES, stage_params
+from cds.pipeline.timings import read_timings
 
 
 def project_store(root: Path) -> str:
@@ -121,7 +121,7 @@ def _run_tags(params: Params, layout: Layout, tags: dict[str, str] | None) -> di
 
 def start_pipeline_run(params: Params, layout: Layout, tags: dict[str, str] | None = None) -> str:
     """Open the pipeline run (tags and params logged) before any stage runs, so that the
-    stages can log into nested runs of it while they train (`pipelines.live_tracking`);
+    stages can log into nested runs of it while they train (`cds.pipeline.live_tracking`);
     `log_pipeline_run` completes it. Returns its id."""
     import mlflow
 

@@ -13,8 +13,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from cds.pipeline.io import write_json_atomic
 from cds.training import RUN_SPECIFIC_SUFFIX
-from pipelines.io import write_json_atomic
 
 
 def timings_path(root: Path, stage: str) -> Path:

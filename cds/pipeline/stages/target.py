@@ -8,10 +8,10 @@ from typing import Any
 
 from cds import seeding
 from cds.config import Params
+from cds.pipeline.io import save_npy_atomic, write_json_atomic
+from cds.pipeline.layout import Layout
+from cds.pipeline.stages.common import probed_target
 from cds.provenance import input_digests
-from pipelines.io import save_npy_atomic, write_json_atomic
-from pipelines.layout import Layout
-from pipelines.stages.common import probed_target
 
 
 def run(params: Params, layout: Layout, progress: bool = True) -> dict[str, Any]:

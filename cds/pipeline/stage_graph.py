@@ -11,7 +11,7 @@ from typing import Any
 import yaml
 
 #: The pipeline definition shipped with cds (a project's copy is written from it).
-DVC_YAML = Path(__file__).resolve().parents[1] / "dvc.yaml"
+DVC_YAML = Path(__file__).resolve().parents[2] / "dvc.yaml"
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ from pathlib import Path
 import yaml
 
 from cds.config import Params, read_yaml
-from pipelines.io import write_text_atomic
+from cds.pipeline.io import write_text_atomic
 
 HEADER = (
     "# cds parameters, validated as a whole before any stage runs (unknown keys are errors).\n"

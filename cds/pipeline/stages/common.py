@@ -13,11 +13,11 @@ from pathlib import Path
 
 from cds import seeding
 from cds.config import Params
+from cds.pipeline.layout import Layout
+from cds.pipeline.project_inputs import check_tracked, use_project_inputs
 from cds.provenance import input_digests
 from cds.run_config import run_device
 from cds.targets import StandardNormalPrior, Target, check_density, get_target
-from pipelines.layout import Layout
-from pipelines.project_inputs import check_tracked, use_project_inputs
 
 #: Prior samples on which the target density is checked before anything is trained.
 DENSITY_PROBE = 1024
@@ -38,7 +38,7 @@ def require(path: Path, producer: str) -> Path:
 
 def build_target(params: Params, root: Path) -> Target:
     """The target of `params` in the project at `root`: its files must be under `inputs/`
-    (`pipelines.project_inputs`), and user modules are imported from there."""
+    (`cds.pipeline.project_inputs`), and user modules are imported from there."""
     check_tracked(params, root)
     use_project_inputs(root)
     return get_target(params.target.name, **params.target.options)

@@ -3,7 +3,7 @@
 projects).
 
 dvc.yaml names the code each stage runs by paths relative to the project (`cds/teacher.py`, …). A
-working copy links `cds` and `pipelines` to the packages this interpreter imports, so the same
+working copy links `cds` to the package this interpreter imports, so the same
 dvc.yaml tracks the code there: editing it makes the copy's stages stale, as in the checkout.
 """
 
@@ -14,15 +14,14 @@ import subprocess
 from pathlib import Path
 
 import cds
-import pipelines
 from cds.config import Params
-from pipelines.dvc import dvc
-from pipelines.params_file import write_complete_params
+from cds.pipeline.dvc import dvc
+from cds.pipeline.params_file import write_complete_params
 
 #: Files copied from the source project into every working copy.
 PROJECT_FILES = ("dvc.yaml", ".gitignore", "data/.gitignore", ".dvcignore")
 #: The source packages a working copy links to (the code its stages depend on).
-CODE_PACKAGES = (cds, pipelines)
+CODE_PACKAGES = (cds,)
 
 
 def _git(root: Path, *args: str) -> None:

@@ -11,7 +11,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 from torch import Tensor
 
-from pipelines.io import save_png_atomic
+from cds.pipeline.io import save_png_atomic
 
 
 def plot_samples(

@@ -8,14 +8,14 @@ from typing import Any
 from cds.cdds import load_bank, train_student
 from cds.checkpoints import load_checkpoint
 from cds.config import Params
+from cds.pipeline.layout import Layout
+from cds.pipeline.live_tracking import stage_monitor
+from cds.pipeline.stages.common import StageInputError, checked_target, require
+from cds.pipeline.timings import record_timings
 from cds.run_config import run_device
 from cds.scds import train_scds
 from cds.teacher import load_teacher
 from cds.training import TrainingResult
-from pipelines.layout import Layout
-from pipelines.live_tracking import stage_monitor
-from pipelines.stages.common import StageInputError, checked_target, require
-from pipelines.timings import record_timings
 
 
 def run(params: Params, layout: Layout, progress: bool = True) -> dict[str, Any]:

@@ -8,7 +8,7 @@ store; every MLflow run is tagged with the sweep id and the cell. A failing cell
 a crash, a killed worker) becomes a failed row of the results table and does not stop the
 others; re-running the sweep finds every completed stage in the DVC cache and trains nothing.
 Cells that need the same teacher (the methods of one seed) train it once
-(`pipelines.shared_teacher`).
+(`cds.pipeline.shared_teacher`).
 """
 
 from __future__ import annotations
@@ -27,16 +27,16 @@ from prefect import flow, get_run_logger, task
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from cds.config import ParamsError, load_params, read_yaml
+from cds.pipeline.dvc import TRANSIENT_MARKERS, dvc, repro_stage
+from cds.pipeline.io import write_json_atomic, write_text_atomic
+from cds.pipeline.layout import Layout
+from cds.pipeline.metrics_schema import Role, keys
+from cds.pipeline.params_file import write_complete_params
+from cds.pipeline.publish import publish
+from cds.pipeline.stage_graph import STAGES
+from cds.pipeline.stages.teacher import SHARED_TEACHERS_ENV
+from cds.pipeline.workspace import create_workspace, sync_inputs, sync_project_files
 from cds.presets import NO_PRESET, chosen_preset, preset_names
-from pipelines.dvc import TRANSIENT_MARKERS, dvc, repro_stage
-from pipelines.io import write_json_atomic, write_text_atomic
-from pipelines.layout import Layout
-from pipelines.metrics_schema import Role, keys
-from pipelines.params_file import write_complete_params
-from pipelines.publish import publish
-from pipelines.stage_graph import STAGES
-from pipelines.stages.teacher import SHARED_TEACHERS_ENV
-from pipelines.workspace import create_workspace, sync_inputs, sync_project_files
 
 #: Attempts at logging a cell to MLflow when the store is busy.
 PUBLISH_ATTEMPTS = 4
@@ -273,7 +273,7 @@ def _prepare_store(tracking_uri: str, project: Path, base: str | None) -> None:
     would race to do it."""
     import mlflow
 
-    from pipelines.tracking import experiment_id
+    from cds.pipeline.tracking import experiment_id
 
     mlflow.set_tracking_uri(tracking_uri)
     params = load_params(project / base if base else project / "params.yaml")
@@ -296,7 +296,7 @@ def run_sweep(
 
     Torch threads per cell default to the cores divided among the concurrent cells (all cores
     for the sequential runner, 1 on a remote cluster whose cores are unknown here)."""
-    from pipelines.tracking import project_store
+    from cds.pipeline.tracking import project_store
 
     cores = os.cpu_count() or 1
     if torch_threads is None:

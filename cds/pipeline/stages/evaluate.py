@@ -24,17 +24,17 @@ from cds import seeding
 from cds.checkpoints import load_checkpoint
 from cds.config import Params
 from cds.metrics import noise_floor
+from cds.pipeline.io import write_json_atomic
+from cds.pipeline.layout import Layout
+from cds.pipeline.metrics_schema import Role, keys
+from cds.pipeline.plots import plot_budget_curve, plot_samples
+from cds.pipeline.stages.common import checked_target, require
+from cds.pipeline.timings import record_timings, split_timings
 from cds.provenance import input_digests
 from cds.run_config import run_device
 from cds.samplers import sampler_from_checkpoint
 from cds.scoring import METRIC_VERSION, References, score_sampler
 from cds.targets import Target
-from pipelines.io import write_json_atomic
-from pipelines.layout import Layout
-from pipelines.metrics_schema import Role, keys
-from pipelines.plots import plot_budget_curve, plot_samples
-from pipelines.stages.common import checked_target, require
-from pipelines.timings import record_timings, split_timings
 
 #: Backward passes per sample allowed for a budget-curve point's exact flow log-dets (D per
 #: step); beyond it the point gets the Hutchinson estimate. gmm9 gets exact weights at every

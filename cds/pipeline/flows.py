@@ -18,14 +18,14 @@ from prefect.states import State
 from prefect.tasks import Task
 
 from cds.config import load_params
-from pipelines.dvc import TRANSIENT_MARKERS, TransientStageError, is_clean, repro_stage
-from pipelines.layout import Layout
-from pipelines.live_tracking import PARENT_RUN_ENV
-from pipelines.params_file import write_complete_params
-from pipelines.project_lock import project_lock
-from pipelines.publish import publish
-from pipelines.stage_graph import STAGES
-from pipelines.tracking import end_failed_run, start_pipeline_run
+from cds.pipeline.dvc import TRANSIENT_MARKERS, TransientStageError, is_clean, repro_stage
+from cds.pipeline.layout import Layout
+from cds.pipeline.live_tracking import PARENT_RUN_ENV
+from cds.pipeline.params_file import write_complete_params
+from cds.pipeline.project_lock import project_lock
+from cds.pipeline.publish import publish
+from cds.pipeline.stage_graph import STAGES
+from cds.pipeline.tracking import end_failed_run, start_pipeline_run
 
 #: How often a transient failure (DVC lock held, SQLite busy) is retried, and after how long.
 RETRIES = 2
@@ -102,7 +102,7 @@ def retrain(
     project: str = ".", tags: dict[str, str] | None = None, echo: bool = True
 ) -> dict[str, Any]:
     """Validate params.yaml, bring every stage up to date through DVC, log and register, all
-    under the project's lock (`pipelines.project_lock`)."""
+    under the project's lock (`cds.pipeline.project_lock`)."""
     layout = Layout(Path(project).resolve())
     with project_lock(layout.root):
         params = load_params(layout.params)  # the whole file, before any stage runs

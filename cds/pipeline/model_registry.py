@@ -36,8 +36,8 @@ from filelock import FileLock
 
 import cds
 from cds.config import RegistryParams
+from cds.pipeline.metrics_schema import Role, keys, tagged_keys
 from cds.samplers import CHECKPOINT_ARTIFACT
-from pipelines.metrics_schema import Role, keys, tagged_keys
 
 CHAMPION = "champion"
 #: Evidence the gate reads, and the shares of non-finite values it refuses beyond a limit.

@@ -7,11 +7,11 @@ import json
 from typing import Any
 
 from cds.config import Params
-from pipelines.layout import Layout
-from pipelines.metrics_schema import Role, keys
-from pipelines.model_registry import evaluation_protocol, register_sampler
-from pipelines.stages.common import require
-from pipelines.tracking import configure, git_commit, log_pipeline_run
+from cds.pipeline.layout import Layout
+from cds.pipeline.metrics_schema import Role, keys
+from cds.pipeline.model_registry import evaluation_protocol, register_sampler
+from cds.pipeline.stages.common import require
+from cds.pipeline.tracking import configure, git_commit, log_pipeline_run
 
 
 def publish(
