@@ -1,8 +1,11 @@
-"""The package as users install it: the core without the extras, from a built wheel in a fresh
-virtual environment outside the checkout; and the messages that name a missing extra."""
+"""The package as users install it, from a wheel built from this checkout into fresh virtual
+environments, run from directories outside it: the core without the extras; the pipeline extra
+starting a project with `cds init`, running it and sampling its model; and the messages that
+name a missing extra."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -57,13 +60,10 @@ def test_require_does_not_hide_a_broken_module(tmp_path, monkeypatch):
     assert "cds-samplers" not in str(err.value)
 
 
-@pytest.mark.slow
-def test_core_wheel_installs_and_fits_without_the_extras(tmp_path):
-    """`pip install cds-samplers` (a wheel built from this checkout, into a fresh venv, run from
-    a directory outside it): cds.fit trains and samples, save/load round-trips, none of the
-    extras' packages is installed or imported, and the `cds` command names the extra it needs.
-    """
-    wheels = tmp_path / "wheels"
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """cds-samplers built from this checkout (without build isolation: no download)."""
+    wheels = tmp_path_factory.mktemp("wheels")
     subprocess.run(
         [
             sys.executable,
@@ -79,14 +79,35 @@ def test_core_wheel_installs_and_fits_without_the_extras(tmp_path):
         ],
         check=True,
     )
-    (wheel,) = wheels.glob("cds_samplers-*.whl")
-    env_dir = tmp_path / "env"
-    venv.create(env_dir, with_pip=True)
-    python = env_dir / "bin" / "python"
-    torch_pin = f"torch=={_installed('torch')}"  # the build this checkout runs on (CPU here)
+    (built,) = wheels.glob("cds_samplers-*.whl")
+    return built
+
+
+def fresh_env(where: Path, *requirements: str) -> Path:
+    """A new virtual environment at `where` with `requirements` pip-installed; its bin/."""
+    venv.create(where, with_pip=True)
     subprocess.run(
-        [str(python), "-m", "pip", "install", "--quiet", torch_pin, str(wheel)], check=True
+        [str(where / "bin" / "python"), "-m", "pip", "install", "--quiet", *requirements],
+        check=True,
     )
+    return where / "bin"
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """This environment without the checkout's paths and registry settings."""
+    drop = ("PYTHONPATH", "MLFLOW_TRACKING_URI", "PREFECT_API_URL")
+    return {**{k: v for k, v in os.environ.items() if k not in drop}, **extra}
+
+
+@pytest.mark.slow
+def test_core_wheel_installs_and_fits_without_the_extras(wheel, tmp_path):
+    """`pip install cds-samplers` (a wheel built from this checkout, into a fresh venv, run from
+    a directory outside it): cds.fit trains and samples, save/load round-trips, none of the
+    extras' packages is installed or imported, and the `cds` command names the extra it needs.
+    """
+    torch_pin = f"torch=={_installed('torch')}"  # the build this checkout runs on (CPU here)
+    bin_dir = fresh_env(tmp_path / "env", torch_pin, str(wheel))
+    python = bin_dir / "python"
     work = tmp_path / "elsewhere"
     work.mkdir()
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
@@ -99,8 +120,6 @@ def test_core_wheel_installs_and_fits_without_the_extras(tmp_path):
         check=False,
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    import json
-
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert report["version"] == _installed("cds-samplers")
     assert report["same"]
@@ -112,14 +131,80 @@ def test_core_wheel_installs_and_fits_without_the_extras(tmp_path):
     ).stdout.lower()
     assert not any(f"{name}==" in freeze for name in ("prefect", "mlflow", "dvc", "pot"))
     command = subprocess.run(
-        [str(env_dir / "bin" / "cds"), "targets"], cwd=work, capture_output=True, text=True
+        [str(bin_dir / "cds"), "targets"], cwd=work, capture_output=True, text=True
     )
     assert command.returncode == 2
     assert "pip install 'cds-samplers[pipeline]'" in command.stderr
     version = subprocess.run(
-        [str(env_dir / "bin" / "cds"), "--version"], capture_output=True, text=True, check=True
+        [str(bin_dir / "cds"), "--version"], capture_output=True, text=True, check=True
     )
     assert version.stdout.strip() == f"cds {report['version']}"
+
+
+USER_DENSITY = """
+import torch
+
+
+class MyDensity:
+    \"\"\"An unnormalized Gaussian at (1, -1).\"\"\"
+
+    dim = 2
+
+    def log_prob(self, x):
+        return -0.5 * ((x - torch.tensor([1.0, -1.0])) ** 2).sum(dim=1)
+"""
+
+
+@pytest.mark.slow
+def test_pipeline_wheel_starts_runs_and_serves_a_project_anywhere(wheel, tmp_path):
+    """`pip install cds-samplers[pipeline]` (the lock's versions, then the wheel): `cds init`
+    with the user's density module starts a project outside the checkout, `cds run --preset
+    smoke` trains, evaluates and registers it there, and `cds sample` draws from the champion
+    in a third directory."""
+    torch_pin = f"torch=={_installed('torch')}"
+    bin_dir = fresh_env(tmp_path / "env", torch_pin, "-r", str(ROOT / "requirements.lock"))
+    subprocess.run(
+        [str(bin_dir / "python"), "-m", "pip", "install", "--quiet", "--no-deps", str(wheel)],
+        check=True,
+    )
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "mydens.py").write_text(USER_DENSITY)
+    env = clean_env(PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+
+    def cds(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+        result = subprocess.run(
+            [str(bin_dir / "cds"), *args], cwd=cwd, env=env, capture_output=True, text=True
+        )
+        assert result.returncode == 0, (args, result.stdout[-2000:], result.stderr[-3000:])
+        return result
+
+    cds("init", "proj", "--target", "mydens:MyDensity", cwd=home)
+    project = home / "proj"
+    assert (project / "inputs" / "mydens.py").read_text() == USER_DENSITY
+    # the stages' code dependency is the installed package, not this checkout
+    assert (project / "cds").resolve().is_relative_to(bin_dir.parent.resolve())
+    out = cds("run", "--preset", "smoke", cwd=project).stdout
+    assert "champion:  models:/cds-mydens-MyDensity@champion = version 1" in out
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    env["MLFLOW_TRACKING_URI"] = f"sqlite:///{project / 'mlflow.db'}"
+    cds(
+        "sample",
+        "--model",
+        "models:/cds-mydens-MyDensity@champion",
+        "-n",
+        "500",
+        "--seed",
+        "0",
+        "--out",
+        "x.npy",
+        cwd=elsewhere,
+    )
+    import numpy as np
+
+    x = np.load(elsewhere / "x.npy")
+    assert x.shape == (500, 2) and np.isfinite(x).all()
 
 
 def _installed(distribution: str) -> str:

@@ -87,6 +87,49 @@ def _quiet() -> None:
 
 
 @app.command()
+def init(
+    directory: Annotated[Path, typer.Argument(help="the new project's directory (new or empty)")],
+    target: Annotated[
+        str | None,
+        typer.Option(
+            help="your density as module:Class; ./module.py is copied into the project's inputs/"
+        ),
+    ] = None,
+    git: Annotated[bool, typer.Option(help="make the project a git repository")] = True,
+) -> None:
+    """Start a pipeline project in DIRECTORY: dvc.yaml, params.yaml (the embedded default, or
+    your target), inputs/, a DVC repository and a git one. Then, inside it: `cds run`."""
+    from cds.config import load_params
+    from cds.pipeline.workspace import TEMPLATE_DIR, USER_TARGET, init_project
+
+    module = None
+    items = []
+    if target is not None:
+        if not USER_TARGET.match(target):
+            _fail(f"target = {target!r}: expected module:Class, e.g. my_density:MyDensity")
+        module = Path.cwd() / (target.split(":")[0].replace(".", "/") + ".py")
+        if not module.is_file():
+            _fail(
+                f"target = {target!r}: {module} does not exist; run cds init where the module "
+                "is, or put it in the project's inputs/ yourself and set target.name"
+            )
+        items.append(f"target.name={target}")
+    if directory.exists() and (not directory.is_dir() or any(directory.iterdir())):
+        _fail(f"directory = {str(directory)!r}: exists and is not an empty directory")
+    _quiet()
+    try:
+        params = load_params(TEMPLATE_DIR / "params.yaml.template", items)
+    except _input_errors() as err:
+        _fail(str(err))
+    root = init_project(directory.resolve(), params, git=git, module=module)
+    typer.echo(f"project:  {root}" + ("" if git else " (no git)"))
+    if module is not None:
+        typer.echo(f"target:   {target} (inputs/{module.name})")
+    typer.echo(f"next:     cd {directory} && cds run --preset smoke   (a one-minute check)")
+    typer.echo("          cds run                                (the full budget)")
+
+
+@app.command()
 def targets() -> None:
     """List every built-in target: dimension, exact samples, known log Z."""
     from cds.targets import get_target, target_names

@@ -10,8 +10,9 @@ from typing import Any
 
 import yaml
 
-#: The pipeline definition shipped with cds (a project's copy is written from it).
-DVC_YAML = Path(__file__).resolve().parents[2] / "dvc.yaml"
+#: The pipeline definition shipped with cds (`cds init` writes a project's copy from it): in the
+#: checkout a link to its dvc.yaml, in an installed wheel a copy.
+DVC_YAML = Path(__file__).resolve().parent / "project" / "dvc.yaml.template"
 
 
 @dataclass(frozen=True)

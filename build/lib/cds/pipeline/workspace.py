@@ -9,6 +9,7 @@ dvc.yaml tracks the code there: editing it makes the copy's stages stale, as in 
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -72,11 +73,61 @@ def create_workspace(
     dest.mkdir(parents=True, exist_ok=True)
     sync_project_files(source, dest)
     sync_inputs(source, dest)
+    _link_code(dest)
+    write_complete_params(dest / "params.yaml", params)
+    _init_repositories(dest, git=True, shared_cache=shared_cache)
+    return dest
+
+
+#: The pipeline definition shipped with cds, for `cds init`: template file → its name in a
+#: project. In the checkout the templates are links to its own files; a wheel holds copies.
+TEMPLATE_DIR = Path(__file__).resolve().parent / "project"
+TEMPLATE_FILES = {
+    "dvc.yaml.template": "dvc.yaml",
+    "gitignore.template": ".gitignore",
+    "data-gitignore.template": "data/.gitignore",
+    "dvcignore.template": ".dvcignore",
+}
+#: `cds init --target module:Class`: a Python module name and a class name.
+USER_TARGET = re.compile(
+    r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*$"
+)
+
+
+def init_project(dest: Path, params: Params, git: bool = True, module: Path | None = None) -> Path:
+    """A new pipeline project at `dest` (new or empty) for the cds this interpreter imports: the
+    shipped dvc.yaml and ignore files, `params` in full, `inputs/` holding `module` (the user's
+    density, if given), a link `cds` to the installed package (the code dvc.yaml's stages depend
+    on, so upgrading cds makes them stale), a DVC repository, and unless `git` is False a git
+    repository with all of it committed."""
+    if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
+        raise FileExistsError(f"{dest} exists and is not an empty directory")
+    dest.mkdir(parents=True, exist_ok=True)
+    for template, name in TEMPLATE_FILES.items():
+        (dest / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(TEMPLATE_DIR / template, dest / name)
+    with (dest / ".gitignore").open("a") as ignore:
+        ignore.write("# a link to the installed cds package, not project content\n/cds\n")
+    sync_inputs(TEMPLATE_DIR, dest)  # the template has no inputs: an empty, explained directory
+    if module is not None:
+        shutil.copyfile(module, dest / "inputs" / module.name)
+    _link_code(dest)
+    write_complete_params(dest / "params.yaml", params)
+    _init_repositories(dest, git=git, shared_cache=None)
+    return dest
+
+
+def _link_code(dest: Path) -> None:
     for package in CODE_PACKAGES:
         (dest / package.__name__).symlink_to(Path(package.__file__).resolve().parent)
-    write_complete_params(dest / "params.yaml", params)
-    _git(dest, "init", "-q")
-    for args in (("init", "-q"), ("config", "core.analytics", "false")):
+
+
+def _init_repositories(dest: Path, git: bool, shared_cache: Path | None) -> None:
+    """git (if asked) and DVC repositories at `dest`, everything committed to git."""
+    if git:
+        _git(dest, "init", "-q")
+    init = ("init", "-q") if git else ("init", "-q", "--no-scm")
+    for args in (init, ("config", "core.analytics", "false")):
         returncode, output = dvc(dest, *args, echo=False)
         if returncode:
             raise RuntimeError(f"dvc {' '.join(args)} failed in {dest}: {output}")
@@ -84,6 +135,6 @@ def create_workspace(
         returncode, output = dvc(dest, "cache", "dir", str(shared_cache.resolve()), echo=False)
         if returncode:
             raise RuntimeError(f"dvc cache dir failed in {dest}: {output}")
-    _git(dest, "add", "-A")
-    _git(dest, "commit", "-q", "-m", "cds workspace")
-    return dest
+    if git:
+        _git(dest, "add", "-A")
+        _git(dest, "commit", "-q", "-m", "cds project")
