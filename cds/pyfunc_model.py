@@ -5,7 +5,11 @@ artifact `sampler` and the `cds` package as the model's code path, so a consumer
 model's pip requirements. `predict` takes a DataFrame with integer columns `n` and `seed` and
 returns, for each row, `n` samples as columns `x0 … x{dim-1}`; the same seed gives the same
 samples. A sampler on a user target imports it only when the registering pipeline marked the
-model so (`model_config["trust_target_code"]`, set from the registrant's own params).
+model so (`model_config["trust_target_code"]`, set from the registrant's own params). A sampler
+that needs its target at sampling time (SCDS, DIS) finds it anywhere: the user's density module
+ships as a code path (on sys.path when the model loads), and the data files its options name as
+artifacts, the options pointed at them here (`model_config["target_files"]`, option value →
+artifact; `cds.pipeline.model_registry.TargetBundle`).
 
 It samples on the CPU unless the consumer asks for another device at load time:
 `mlflow.pyfunc.load_model(uri, model_config={"device": "cuda"})`, or for a scoring server the
@@ -14,21 +18,45 @@ environment variable `MLFLOW_PYFUNC_INFERENCE_CONFIG='{"device": "cuda"}'`.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import mlflow
 import pandas as pd
 import torch
 
+from cds.checkpoints import load_checkpoint
 from cds.samplers import sampler_from_checkpoint
+from cds.targets import TARGETS, Target, get_target
+
+
+def _with_files(value: Any, files: dict[str, str]) -> Any:
+    """The options tree with every string that names a bundled file replaced by its path."""
+    if isinstance(value, str):
+        return files.get(value, value)
+    if isinstance(value, dict):
+        return {key: _with_files(item, files) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_with_files(item, files) for item in value]
+    return value
 
 
 class SamplerModel(mlflow.pyfunc.PythonModel):
     def load_context(self, context: mlflow.pyfunc.PythonModelContext) -> None:
         config = context.model_config or {}
+        checkpoint = context.artifacts["sampler"]
+        trusted = bool(config.get("trust_target_code", False))
+        target: Target | None = None
+        bundled = config.get("target_files") or {}
+        spec = json.loads(load_checkpoint(checkpoint)["metadata"]["config"])["target"]
+        if bundled and (spec["name"] in TARGETS or trusted):
+            # the target reads data files: rebuild it on the model's copies of them
+            files = {value: context.artifacts[name] for value, name in bundled.items()}
+            target = get_target(spec["name"], **_with_files(spec["options"], files))
         self.sampler = sampler_from_checkpoint(
-            context.artifacts["sampler"],
-            trust_target_code=bool(config.get("trust_target_code", False)),
+            checkpoint,
+            target=target,
+            trust_target_code=trusted,
             device=config.get("device", "cpu"),
         )
 

@@ -28,15 +28,16 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from filelock import FileLock
 
 import cds
-from cds.config import RegistryParams
+from cds.config import Params, RegistryParams
 from cds.pipeline.metrics_schema import Role, keys, tagged_keys
+from cds.provenance import INPUTS_DIR, named_strings
 from cds.samplers import CHECKPOINT_ARTIFACT
 
 CHAMPION = "champion"
@@ -49,22 +50,23 @@ PROTOCOL_TAG = "protocol."
 INPUTS_FIELD = PROTOCOL_TAG + "inputs_sha256"
 #: Its name in versions registered by older cds (data files only, keyed by option name).
 LEGACY_INPUTS_FIELD = PROTOCOL_TAG + "data_sha256"
-#: Distributions a consumer of the pyfunc model needs (the cds package itself ships with it).
+#: Distributions every consumer of the pyfunc model needs: MLflow's pyfunc and the cds core (the
+#: cds package itself ships inside the model).
 CONSUMER_REQUIREMENTS = (
     "mlflow-skinny",
+    "pandas",
     "torch",
     "numpy",
-    "pandas",
     "scipy",
-    "scikit-learn",
-    "matplotlib",
-    "pillow",
     "pydantic",
     "pyyaml",
     "tqdm",
-    "sqlalchemy",
-    "alembic",
 )
+#: What a built-in target's data need at sampling time (`cds.extras`), beyond the above.
+TARGET_REQUIREMENTS = {
+    "logreg_cancer": ("scikit-learn",),
+    "image": ("matplotlib", "pillow"),
+}
 MODEL_CODE = Path(cds.__file__).parent / "pyfunc_model.py"
 
 
@@ -264,13 +266,53 @@ def file_md5(path: Path) -> str:
     return digest.hexdigest()
 
 
-def pip_requirements() -> list[str]:
-    """Exact pins of the consumer requirements as installed here (local tags like +cpu
-    dropped, so the CPU wheel index or PyPI can satisfy them)."""
+def pip_requirements(bundle: TargetBundle) -> list[str]:
+    """Exact pins, as installed here, of what sampling the model needs (local tags like +cpu
+    dropped, so the CPU wheel index or PyPI can satisfy them): the core, and the target's own
+    requirements where the sampler needs its target."""
     return [
         f"{name}=={importlib.metadata.version(name).split('+')[0]}"
-        for name in CONSUMER_REQUIREMENTS
+        for name in (*CONSUMER_REQUIREMENTS, *bundle.requirements)
     ]
+
+
+@dataclass(frozen=True)
+class TargetBundle:
+    """What a registered model carries so that its sampler finds its target in any directory
+    and on any machine: the user's density module (a file or package from `inputs/`, shipped
+    as a code path, so it is importable wherever the model loads), the data files its options
+    name (shipped as artifacts, the options pointed at them when the model loads) and the
+    distributions the target needs. Empty for a sampler that needs no target (CDDS)."""
+
+    code: tuple[Path, ...] = ()
+    #: the option's value as written in params (a path relative to the project) → the file
+    files: dict[str, Path] = field(default_factory=dict)
+    requirements: tuple[str, ...] = ()
+
+    @classmethod
+    def of(cls, params: Params, root: Path) -> TargetBundle:
+        if params.method == "cdds":
+            return cls()
+        name, options = params.target.name, params.target.options
+        code: tuple[Path, ...] = ()
+        if ":" in name:
+            top = name.partition(":")[0].split(".")[0]
+            inputs = root / INPUTS_DIR
+            code = tuple(p for p in (inputs / f"{top}.py", inputs / top) if p.exists())
+        files = {
+            value: root / value
+            for _, value in named_strings(options)
+            if value.strip() and (root / value).is_file()
+        }
+        return cls(code, files, TARGET_REQUIREMENTS.get(name, ()))
+
+    def artifacts(self) -> dict[str, str]:
+        """Artifact name → file, for the model's data files."""
+        return {f"target_file_{i}": str(path) for i, path in enumerate(self.files.values())}
+
+    def model_config(self) -> dict[str, str]:
+        """Option value → artifact name, for `cds.pyfunc_model` to point the options at."""
+        return {value: f"target_file_{i}" for i, value in enumerate(self.files)}
 
 
 def signature(dim: int) -> Any:
@@ -322,13 +364,15 @@ def register_sampler(
     registry: RegistryParams,
     extra_tags: dict[str, str],
     protocol: dict[str, str],
+    bundle: TargetBundle | None = None,
 ) -> Registration:
     """Log the sampler as a pyfunc model under `run_id`, register a new version and apply the
     gate. `metrics` is the evaluation stage's metrics.json, `protocol` its evaluation protocol
-    as tags (`evaluation_protocol`)."""
+    as tags (`evaluation_protocol`), `bundle` what the model carries for its target."""
     import mlflow
     import pandas as pd
 
+    bundle = bundle or TargetBundle()
     with _registry_lock(mlflow.get_registry_uri()):
         client = mlflow.MlflowClient()
         name = model_name(registry, metrics["target"])
@@ -350,15 +394,16 @@ def register_sampler(
             info = mlflow.pyfunc.log_model(
                 name="sampler",
                 python_model=str(MODEL_CODE),
-                artifacts={"sampler": str(staged)},
-                code_paths=[str(Path(cds.__file__).parent)],
+                artifacts={"sampler": str(staged), **bundle.artifacts()},
+                code_paths=[str(Path(cds.__file__).parent), *map(str, bundle.code)],
                 signature=signature(int(metrics["dim"])),
                 input_example=pd.DataFrame({"n": [2], "seed": [0]}),
-                pip_requirements=pip_requirements(),
+                pip_requirements=pip_requirements(bundle),
                 # the registrant's own params named this user target: its model may import it
                 model_config={
                     "trust_target_code": ":" in protocol.get(PROTOCOL_TAG + "target", ""),
                     "device": "cpu",  # consumers choose another when they load it
+                    "target_files": bundle.model_config(),
                 },
             )
         candidate = {key: metrics.get(key) for key in (*EVIDENCE, *NONFINITE)}

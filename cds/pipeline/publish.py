@@ -9,7 +9,7 @@ from typing import Any
 from cds.config import Params
 from cds.pipeline.layout import Layout
 from cds.pipeline.metrics_schema import Role, keys
-from cds.pipeline.model_registry import evaluation_protocol, register_sampler
+from cds.pipeline.model_registry import TargetBundle, evaluation_protocol, register_sampler
 from cds.pipeline.stages.common import require
 from cds.pipeline.tracking import configure, git_commit, log_pipeline_run
 
@@ -44,6 +44,7 @@ def publish(
         params.registry,
         {"git_commit": git_commit(layout.root), "run_id": run_id, **(tags or {})},
         evaluation_protocol(report),
+        TargetBundle.of(params, layout.root),
     )
     return {
         **summary,
