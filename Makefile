@@ -25,22 +25,26 @@ $(STAMP): pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	# torch first, pinned to the chosen build, so that no dependency can pull another one;
-	# only torch itself comes from PyTorch's index, its dependencies from the usual one.
+	# only torch itself comes from PyTorch's index.
 	$(BIN)/pip install --quiet --no-deps "torch==$(TORCH_VERSION)+$(TORCH_VARIANT)" \
 		--extra-index-url $(TORCH_INDEX)
-	# every other package at the exact version of the lock file, then cds itself without
-	# resolving anything again; pip check proves the set consistent with pyproject's bounds.
+	# every other package at the exact version of the lock file; then what the chosen torch
+	# build needs beyond it (nothing for cpu; CUDA runtime wheels for a CUDA build); then cds
+	# itself without resolving anything again. pip check proves the set consistent.
 	$(BIN)/pip install --quiet -r requirements.lock
+	$(BIN)/pip install --quiet "torch==$(TORCH_VERSION)+$(TORCH_VARIANT)"
 	$(BIN)/pip install --quiet --no-deps -e ".[pipeline,dev,bench]"
 	$(BIN)/pip check
 	touch $(STAMP)
 
 # Re-pin requirements.lock to what .venv holds (after changing pyproject's dependencies:
 # `pip install -e ".[pipeline,dev,bench]"` into .venv, then `make lock`, then `make test`).
+# torch and what only a CUDA build of it needs (nvidia-*, triton) stay out: the build decides.
 lock:
 	{ echo "# Exact versions for make run / make test (torch: its build is chosen in the Makefile)."; \
 	  echo "# Regenerate with make lock."; \
-	  $(BIN)/pip freeze --all --exclude-editable | grep -v -E '^(pip|torch)=='; } > requirements.lock
+	  $(BIN)/pip freeze --all --exclude-editable | grep -v -E '^(pip|torch|triton|nvidia-[^=]*)=='; \
+	} > requirements.lock
 
 install: $(STAMP)
 

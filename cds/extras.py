@@ -24,7 +24,9 @@ EXTRA_OF = {
 def missing_extra_message(module: str, purpose: str) -> str:
     """What to tell a user whose install lacks `module` (a dotted name) for `purpose`."""
     top = module.split(".")[0]
-    extra = EXTRA_OF.get(top, "pipeline")
+    if top not in EXTRA_OF:
+        return f"{purpose} needs {top}, which is not installed: pip install {top}"
+    extra = EXTRA_OF[top]
     return f"{purpose} needs {top}, which comes with an extra: pip install 'cds-samplers[{extra}]'"
 
 

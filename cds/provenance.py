@@ -28,10 +28,14 @@ def _file_sha256(path: Path) -> str:
 
 @functools.cache
 def code_version() -> str:
-    """sha256 (16 hex digits) of every Python source file of the cds package, by relative
+    """sha256 (16 hex digits) of every Python source file of the cds library (the package
+    without its orchestration, `cds.pipeline`, as before that moved inside it), by relative
     path: the same for a checkout and an install of the same code, different after any edit."""
     digest = hashlib.sha256()
+    orchestration = PACKAGE_DIR / "pipeline"
     for path in sorted(PACKAGE_DIR.rglob("*.py")):
+        if path.is_relative_to(orchestration):
+            continue
         digest.update(path.relative_to(PACKAGE_DIR).as_posix().encode() + b"\0")
         digest.update(_file_sha256(path).encode())
     return digest.hexdigest()[:16]

@@ -18,46 +18,26 @@ environment variable `MLFLOW_PYFUNC_INFERENCE_CONFIG='{"device": "cuda"}'`.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import mlflow
 import pandas as pd
 import torch
 
-from cds.checkpoints import load_checkpoint
-from cds.samplers import sampler_from_checkpoint
-from cds.targets import TARGETS, Target, get_target
-
-
-def _with_files(value: Any, files: dict[str, str]) -> Any:
-    """The options tree with every string that names a bundled file replaced by its path."""
-    if isinstance(value, str):
-        return files.get(value, value)
-    if isinstance(value, dict):
-        return {key: _with_files(item, files) for key, item in value.items()}
-    if isinstance(value, list):
-        return [_with_files(item, files) for item in value]
-    return value
+from cds.samplers import bundled_target, sampler_from_checkpoint
 
 
 class SamplerModel(mlflow.pyfunc.PythonModel):
     def load_context(self, context: mlflow.pyfunc.PythonModelContext) -> None:
         config = context.model_config or {}
-        checkpoint = context.artifacts["sampler"]
         trusted = bool(config.get("trust_target_code", False))
-        target: Target | None = None
-        bundled = config.get("target_files") or {}
-        spec = json.loads(load_checkpoint(checkpoint)["metadata"]["config"])["target"]
-        if bundled and (spec["name"] in TARGETS or trusted):
-            # the target reads data files: rebuild it on the model's copies of them
-            files = {value: context.artifacts[name] for value, name in bundled.items()}
-            target = get_target(spec["name"], **_with_files(spec["options"], files))
+        checkpoint = context.artifacts["sampler"]
+        # MLflow put the model's code (cds, a user module) on the path already
+        target = bundled_target(
+            checkpoint, config.get("target_files") or {}, context.artifacts, None, trusted
+        )
         self.sampler = sampler_from_checkpoint(
-            checkpoint,
-            target=target,
-            trust_target_code=trusted,
-            device=config.get("device", "cpu"),
+            checkpoint, target=target, trust_target_code=trusted, device=config.get("device", "cpu")
         )
 
     def predict(

@@ -15,15 +15,19 @@ file) is used only when the caller passes it (`target=`) or says it trusts the f
 from __future__ import annotations
 
 import hashlib
+import json
+import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from cds.checkpoints import CheckpointError, load_checkpoint
 from cds.devices import resolve_device
+from cds.extras import require
 from cds.integrators import (
     WeightedSamples,
     coarse_indices,
@@ -290,7 +294,7 @@ def load_sampler(
     local = Path(uri)
     if not str(uri).partition(":/")[1] and local.exists():
         return sampler_from_checkpoint(local, **how)
-    import mlflow
+    mlflow = require("mlflow", "loading a model from MLflow")
 
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = Path(mlflow.artifacts.download_artifacts(artifact_uri=str(uri), dst_path=tmp))
@@ -308,7 +312,77 @@ def load_sampler(
                     f"{uri}: the model's {CHECKPOINT_ARTIFACT} (md5 {actual}) is not the file "
                     f"that was registered (checkpoint_md5 {expected}); refusing to load it"
                 )
+        if target is None:  # the target the model carries, if it carries one
+            how["target"] = _model_target(model_dir, checkpoints[0], trust_target_code)
         return sampler_from_checkpoint(checkpoints[0], **how)
+
+
+def _model_target(model_dir: Path, checkpoint: Path, trusted: bool) -> Target | None:
+    """The target a downloaded pyfunc model carries (`cds.pipeline.model_registry.TargetBundle`)
+    for its sampler: rebuilt on the model's copies of its data files, a user module imported
+    from the model's code only when `trusted`. None where the model carries none."""
+    mlmodel = model_dir / "MLmodel"
+    if not mlmodel.is_file():
+        return None
+    import yaml
+
+    flavor = yaml.safe_load(mlmodel.read_text()).get("flavors", {}).get("python_function", {})
+    artifacts = {
+        name: str(model_dir / spec["path"])
+        for name, spec in (flavor.get("artifacts") or {}).items()
+    }
+    code = model_dir / flavor["code"] if flavor.get("code") else None
+    target_files = (flavor.get("config") or {}).get("target_files") or {}  # the model_config
+    return bundled_target(checkpoint, target_files, artifacts, code, trusted)
+
+
+def bundled_target(
+    checkpoint: str | Path,
+    target_files: dict[str, str],
+    artifacts: dict[str, str],
+    code: Path | None,
+    trusted: bool,
+) -> Target | None:
+    """The checkpoint's target built from what a model bundles: its options' file names
+    (`target_files`: value as written in params → artifact name) pointed at the model's copies
+    (`artifacts`: artifact name → local path), and a user module (`module:Class`) imported,
+    only when `trusted`, with the model's `code` directory on the path. None when there is
+    nothing to build this way: a CDDS sampler (it needs no target), a built-in target without
+    files (rebuilt by name later), an untrusted user target (refused later, by name), or a
+    model without its code."""
+    from cds.cdds import STUDENT_KIND
+
+    if not target_files and code is None:
+        return None
+    payload = load_checkpoint(checkpoint)
+    if payload.get("kind") == STUDENT_KIND:  # CDDS samples without its target
+        return None
+    config = json.loads(payload["metadata"]["config"])["target"]
+    name, user = config["name"], ":" in config["name"]
+    if (user and not trusted) or name == IN_MEMORY_TARGET:
+        return None
+    if not target_files and not user:
+        return None
+    files = {value: artifacts[artifact] for value, artifact in target_files.items()}
+    options = _with_files(config["options"], files)
+    if not user or code is None:
+        return get_target(name, **options)
+    sys.path.append(str(code))  # last: installed packages (cds itself) keep precedence
+    try:
+        return get_target(name, **options)
+    finally:
+        sys.path.remove(str(code))
+
+
+def _with_files(value: Any, files: dict[str, str]) -> Any:
+    """An options tree with every string that names a bundled file replaced by its path."""
+    if isinstance(value, str):
+        return files.get(value, value)
+    if isinstance(value, dict):
+        return {key: _with_files(item, files) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_with_files(item, files) for item in value]
+    return value
 
 
 def _registered_md5(uri: str) -> str | None:

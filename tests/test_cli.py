@@ -5,16 +5,19 @@ looks valid."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import torch
 from typer.testing import CliRunner
 
+import cds
 from cds.pipeline.cli import app
 from cds.pipeline.layout import Layout
 from cds.pipeline.timings import read_timings
 from cds.targets import target_names
 
 runner = CliRunner()
+ROOT = Path(__file__).resolve().parents[1]
 
 
 class PatchyDensity:
@@ -147,3 +150,45 @@ def test_sample_reports_an_unknown_model(trained_copy, tmp_path):
     )
     assert result.exit_code == 2 and "cannot load 'models:/nosuch@champion'" in result.stderr
     assert not (tmp_path / "x.npy").exists()
+
+
+def test_init_writes_a_project_for_a_user_density(tmp_path, monkeypatch):
+    """`cds init DIR --target module:Class` copies ./module.py into inputs/, writes complete
+    params (the user's target with the default preset: budgets that stop by convergence),
+    links the installed cds, and commits it all to new git and DVC repositories."""
+    import subprocess
+
+    import yaml
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "mydens.py").write_text("class MyDensity:\n    dim = 2\n")
+    result = runner.invoke(app, ["init", "proj", "--target", "mydens:MyDensity"])
+    assert result.exit_code == 0, result.stderr
+    root = tmp_path / "proj"
+    assert (root / "inputs" / "mydens.py").read_text() == "class MyDensity:\n    dim = 2\n"
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    assert params["target"] == {"name": "mydens:MyDensity", "options": {}}
+    assert params["teacher"]["stopping"]["rule"] == "plateau"
+    assert (root / "dvc.yaml").read_text() == (ROOT / "dvc.yaml").read_text()
+    assert (root / "cds").resolve() == Path(cds.__file__).resolve().parent
+    assert (root / ".dvc").is_dir()
+    status = subprocess.run(
+        ["git", "status", "--porcelain"], cwd=root, capture_output=True, text=True, check=True
+    )
+    assert status.stdout == ""  # everything committed, the cds link ignored
+
+
+def test_init_refuses_bad_input_and_leaves_nothing(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for args, message in [
+        (["init", "a", "--target", "pkg.mod:Cls"], "target = 'pkg.mod:Cls'"),
+        (["init", "a", "--target", "nowhere:Cls"], "nowhere.py does not exist"),
+    ]:
+        result = runner.invoke(app, args)
+        assert result.exit_code == 2 and message in result.stderr, result.stderr
+        assert not (tmp_path / "a").exists()
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "notes.txt").write_text("mine")
+    result = runner.invoke(app, ["init", "full"])
+    assert result.exit_code == 2 and "directory = 'full'" in result.stderr
+    assert sorted(p.name for p in (tmp_path / "full").iterdir()) == ["notes.txt"]

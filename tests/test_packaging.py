@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import venv
@@ -14,9 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from cds.extras import missing_extra_message, require
+from cds.extras import EXTRA_OF, missing_extra_message, require
 
 ROOT = Path(__file__).resolve().parents[1]
+#: The checkout's files that cds/pipeline/project/*.template link to (copied with the sources).
+TEMPLATE_SOURCES = ("dvc.yaml", ".gitignore", ".dvcignore", "data/.gitignore")
 PIPELINE_MODULES = ("prefect", "mlflow", "dvc", "dask", "typer", "sqlalchemy")
 TARGET_MODULES = ("sklearn", "matplotlib", "pandas", "PIL")
 
@@ -43,10 +46,12 @@ print(json.dumps({
 """
 
 
-def test_require_names_the_extra_of_a_missing_module():
+def test_require_names_the_extra_of_a_missing_module(monkeypatch):
+    monkeypatch.setitem(EXTRA_OF, "cds_no_such_module", "pipeline")
     with pytest.raises(ModuleNotFoundError, match=r"pip install 'cds-samplers\[pipeline\]'"):
         require("cds_no_such_module.sub", "this feature")
     assert "cds-samplers[targets]" in missing_extra_message("sklearn.datasets", "logreg")
+    assert missing_extra_message("cds_unlisted", "x").endswith("pip install cds_unlisted")
     assert require("math", "arithmetic").sqrt(4.0) == 2.0
 
 
@@ -62,34 +67,34 @@ def test_require_does_not_hide_a_broken_module(tmp_path, monkeypatch):
 
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """cds-samplers built from this checkout (without build isolation: no download)."""
+    """cds-samplers built from a copy of this checkout's sources (so that no build/ directory is
+    left in the checkout; without build isolation: no download)."""
+    source = tmp_path_factory.mktemp("source")
+    for name in ("pyproject.toml", "README.md", "LICENSE", *TEMPLATE_SOURCES):
+        (source / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(ROOT / name, source / name)
+    shutil.copytree(
+        ROOT / "cds", source / "cds", symlinks=True, ignore=shutil.ignore_patterns("__pycache__")
+    )
     wheels = tmp_path_factory.mktemp("wheels")
     subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "wheel",
-            "--quiet",
-            "--no-deps",
-            "--no-build-isolation",
-            "-w",
-            str(wheels),
-            str(ROOT),
-        ],
+        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
+         "-w", str(wheels), str(source)],
         check=True,
-    )
+    )  # fmt: skip
     (built,) = wheels.glob("cds_samplers-*.whl")
     return built
 
 
 def fresh_env(where: Path, *requirements: str) -> Path:
-    """A new virtual environment at `where` with `requirements` pip-installed; its bin/."""
+    """A new virtual environment at `where` with this checkout's torch build (from PyTorch's
+    index for its variant, as the Makefile installs it), then `requirements`; its bin/."""
     venv.create(where, with_pip=True)
-    subprocess.run(
-        [str(where / "bin" / "python"), "-m", "pip", "install", "--quiet", *requirements],
-        check=True,
-    )
+    pip = [str(where / "bin" / "python"), "-m", "pip", "install", "--quiet"]
+    installed = _installed("torch")
+    index = f"https://download.pytorch.org/whl/{installed.partition('+')[2] or 'cpu'}"
+    subprocess.run([*pip, f"torch=={installed}", "--extra-index-url", index], check=True)
+    subprocess.run([*pip, *requirements], check=True)
     return where / "bin"
 
 
@@ -105,8 +110,7 @@ def test_core_wheel_installs_and_fits_without_the_extras(wheel, tmp_path):
     a directory outside it): cds.fit trains and samples, save/load round-trips, none of the
     extras' packages is installed or imported, and the `cds` command names the extra it needs.
     """
-    torch_pin = f"torch=={_installed('torch')}"  # the build this checkout runs on (CPU here)
-    bin_dir = fresh_env(tmp_path / "env", torch_pin, str(wheel))
+    bin_dir = fresh_env(tmp_path / "env", str(wheel))
     python = bin_dir / "python"
     work = tmp_path / "elsewhere"
     work.mkdir()
@@ -129,7 +133,8 @@ def test_core_wheel_installs_and_fits_without_the_extras(wheel, tmp_path):
     freeze = subprocess.run(
         [str(python), "-m", "pip", "freeze"], capture_output=True, text=True, check=True
     ).stdout.lower()
-    assert not any(f"{name}==" in freeze for name in ("prefect", "mlflow", "dvc", "pot"))
+    extras = ("prefect", "mlflow", "dvc", "pot", "scikit-learn", "matplotlib", "pandas", "pillow")
+    assert not any(f"\n{name}==" in f"\n{freeze}" for name in extras)
     command = subprocess.run(
         [str(bin_dir / "cds"), "targets"], cwd=work, capture_output=True, text=True
     )
@@ -159,10 +164,10 @@ class MyDensity:
 def test_pipeline_wheel_starts_runs_and_serves_a_project_anywhere(wheel, tmp_path):
     """`pip install cds-samplers[pipeline]` (the lock's versions, then the wheel): `cds init`
     with the user's density module starts a project outside the checkout, `cds run --preset
-    smoke` trains, evaluates and registers it there, and `cds sample` draws from the champion
-    in a third directory."""
-    torch_pin = f"torch=={_installed('torch')}"
-    bin_dir = fresh_env(tmp_path / "env", torch_pin, "-r", str(ROOT / "requirements.lock"))
+    smoke` trains an SCDS sampler, evaluates and registers it there, and `cds sample` draws from
+    the champion in a third directory after the project's inputs/ are gone (the model carries
+    the density's module)."""
+    bin_dir = fresh_env(tmp_path / "env", "-r", str(ROOT / "requirements.lock"))
     subprocess.run(
         [str(bin_dir / "python"), "-m", "pip", "install", "--quiet", "--no-deps", str(wheel)],
         check=True,
@@ -184,23 +189,15 @@ def test_pipeline_wheel_starts_runs_and_serves_a_project_anywhere(wheel, tmp_pat
     assert (project / "inputs" / "mydens.py").read_text() == USER_DENSITY
     # the stages' code dependency is the installed package, not this checkout
     assert (project / "cds").resolve().is_relative_to(bin_dir.parent.resolve())
-    out = cds("run", "--preset", "smoke", cwd=project).stdout
+    # SCDS: its sampler needs the user's density at sampling time, which the model carries
+    out = cds("run", "--preset", "smoke", "--set", "method=scds", cwd=project).stdout
     assert "champion:  models:/cds-mydens-MyDensity@champion = version 1" in out
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     env["MLFLOW_TRACKING_URI"] = f"sqlite:///{project / 'mlflow.db'}"
-    cds(
-        "sample",
-        "--model",
-        "models:/cds-mydens-MyDensity@champion",
-        "-n",
-        "500",
-        "--seed",
-        "0",
-        "--out",
-        "x.npy",
-        cwd=elsewhere,
-    )
+    shutil.rmtree(project / "inputs")  # the density's module is nowhere on the path
+    cds("sample", "--model", "models:/cds-mydens-MyDensity@champion", "-n", "500",
+        "--seed", "0", "--out", "x.npy", "--trust-target-code", cwd=elsewhere)  # fmt: skip
     import numpy as np
 
     x = np.load(elsewhere / "x.npy")

@@ -97,34 +97,35 @@ def init(
     ] = None,
     git: Annotated[bool, typer.Option(help="make the project a git repository")] = True,
 ) -> None:
-    """Start a pipeline project in DIRECTORY: dvc.yaml, params.yaml (the embedded default, or
-    your target), inputs/, a DVC repository and a git one. Then, inside it: `cds run`."""
+    """Start a pipeline project in DIRECTORY: dvc.yaml, a complete params.yaml (gmm9, or your
+    target, with its preset), inputs/, a DVC repository and a git one. Then in it: `cds run`."""
     from cds.config import load_params
-    from cds.pipeline.workspace import TEMPLATE_DIR, USER_TARGET, init_project
+    from cds.pipeline.workspace import USER_TARGET, init_project
+    from cds.presets import DEFAULT_PRESET, target_preset
 
     module = None
-    items = []
+    name = "gmm9"
     if target is not None:
         if not USER_TARGET.match(target):
-            _fail(f"target = {target!r}: expected module:Class, e.g. my_density:MyDensity")
-        module = Path.cwd() / (target.split(":")[0].replace(".", "/") + ".py")
+            _fail(
+                f"target = {target!r}: expected module:Class with a top-level module (a file "
+                "module.py here), e.g. my_density:MyDensity"
+            )
+        module = Path.cwd() / f"{target.partition(':')[0]}.py"
         if not module.is_file():
             _fail(
                 f"target = {target!r}: {module} does not exist; run cds init where the module "
                 "is, or put it in the project's inputs/ yourself and set target.name"
             )
-        items.append(f"target.name={target}")
+        name = target
     if directory.exists() and (not directory.is_dir() or any(directory.iterdir())):
         _fail(f"directory = {str(directory)!r}: exists and is not an empty directory")
     _quiet()
-    try:
-        params = load_params(TEMPLATE_DIR / "params.yaml.template", items)
-    except _input_errors() as err:
-        _fail(str(err))
+    preset = target_preset(name) or DEFAULT_PRESET
+    params = load_params(None, [f"target.name={name}"], preset)
     root = init_project(directory.resolve(), params, git=git, module=module)
     typer.echo(f"project:  {root}" + ("" if git else " (no git)"))
-    if module is not None:
-        typer.echo(f"target:   {target} (inputs/{module.name})")
+    typer.echo(f"target:   {name} (preset {preset})")
     typer.echo(f"next:     cd {directory} && cds run --preset smoke   (a one-minute check)")
     typer.echo("          cds run                                (the full budget)")
 

@@ -88,10 +88,8 @@ TEMPLATE_FILES = {
     "data-gitignore.template": "data/.gitignore",
     "dvcignore.template": ".dvcignore",
 }
-#: `cds init --target module:Class`: a Python module name and a class name.
-USER_TARGET = re.compile(
-    r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*$"
-)
+#: `cds init --target module:Class`: a top-level module (a file module.py) and a class name.
+USER_TARGET = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*:[A-Za-z_][A-Za-z0-9_]*$")
 
 
 def init_project(dest: Path, params: Params, git: bool = True, module: Path | None = None) -> Path:

@@ -1,1 +1,0 @@
-"""Orchestration and I/O: stage entry points and (later) Prefect flows. No math lives here."""
