@@ -93,7 +93,9 @@ def fresh_env(where: Path, *requirements: str) -> Path:
     pip = [str(where / "bin" / "python"), "-m", "pip", "install", "--quiet"]
     installed = _installed("torch")
     index = f"https://download.pytorch.org/whl/{installed.partition('+')[2] or 'cpu'}"
-    subprocess.run([*pip, f"torch=={installed}", "--extra-index-url", index], check=True)
+    # one retry: where PyTorch's index is unreachable, the local wheel (find-links) serves
+    torch = [f"torch=={installed}", "--extra-index-url", index, "--retries", "1"]
+    subprocess.run([*pip, *torch], check=True)
     subprocess.run([*pip, *requirements], check=True)
     return where / "bin"
 
