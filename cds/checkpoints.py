@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
 import tempfile
 from collections.abc import Callable
@@ -58,6 +59,14 @@ def write_text_atomic(path: str | Path, text: str) -> Path:
     return atomic_write(path, lambda fh: fh.write(text.encode()))
 
 
+def _number_text(value: int | float) -> str:
+    """json.dumps(value) for a plain int or float, without its per-call cost (a training
+    checkpoint holds one loss per iteration: 10⁵ of them took 0.35 s through json.dumps)."""
+    if type(value) is int or math.isfinite(value):
+        return repr(value)
+    return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+
+
 def _feed(digest: Any, value: Any) -> None:
     """Hash `value` canonically: dicts by sorted key, tensors by dtype, shape and bytes."""
     if isinstance(value, torch.Tensor):
@@ -71,6 +80,9 @@ def _feed(digest: Any, value: Any) -> None:
             _feed(digest, value[key])
     elif isinstance(value, list | tuple):
         digest.update(f"L{len(value)}".encode())
+        if all(type(item) is float or type(item) is int for item in value):
+            digest.update("".join(f"V{_number_text(item)}" for item in value).encode())
+            return
         for item in value:
             _feed(digest, item)
     else:

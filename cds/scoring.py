@@ -129,6 +129,7 @@ def score_sampler(
     n_weights: int,
     max_jacobian_passes: int | None = None,
     validate: bool = False,
+    sinkhorn_only: bool = False,
 ) -> tuple[dict[str, Any], Tensor]:
     """The metrics the evaluation reports for one sampler, and its samples.
 
@@ -136,7 +137,9 @@ def score_sampler(
     (with the fold check of deterministic maps) and, with references, quality against the
     test reference with floor ratios. With `validate`, an independent sample set is also scored
     against the validation reference (`sinkhorn_validation`, what choices such as the best K
-    read). Draws come from the evaluation streams `scoring:<label>…` of `eval_seed`, on the
+    read). With `sinkhorn_only`, the quality is the paper Sinkhorn and its floor ratio alone
+    (what a budget-curve point keeps), without the other metrics of `sample_quality`. Draws come
+    from the evaluation streams `scoring:<label>…` of `eval_seed`, on the
     sampler's device, so every sampler is scored on its own stream and the same seed gives the
     same metrics on the same kind of device. References must be on the sampler's device. "weights"
     names the weight estimator (no log Z keys where there is none)."""
@@ -160,7 +163,12 @@ def score_sampler(
         out["weights"] = weight_estimator(sampler, target, max_jacobian_passes)
         out.update(log_z_report(weights[0], target.log_Z, det_signs=weights[1]))
     if references is not None and floor is not None:
-        out.update(with_floor_ratios(sample_quality(target, samples, references.test), floor))
+        quality = (
+            {"sinkhorn": paper_sinkhorn(samples, references.test).value}
+            if sinkhorn_only
+            else sample_quality(target, samples, references.test)
+        )
+        out.update(with_floor_ratios(quality, floor))
         if validate:
             held_out = sampler.sample(n, draws(":validation"))
             out["sinkhorn_validation"] = paper_sinkhorn(held_out, references.validation).value

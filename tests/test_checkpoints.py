@@ -177,3 +177,27 @@ def test_skip_rule_leaves_parameters_and_scheduler_untouched(tmp_path):
         assert all(torch.equal(before[step][0][k], after_state[k]) for k in after_state)
         assert before[step + 1][1] == before[step][1]
     assert not torch.equal(before[0][0]["weight"], before[1][0]["weight"])
+
+
+def test_the_digest_of_number_lists_is_the_canonical_one():
+    """Lists of plain numbers (a run's losses) are hashed by a fast path; its bytes must be
+    those of the canonical per-item encoding (json.dumps of each item), or every checkpoint
+    written before would read as modified."""
+    import hashlib
+
+    from cds.checkpoints import content_digest
+
+    def canonical(value):
+        digest = hashlib.sha256()
+        digest.update(f"D{len(value)}".encode())
+        for key in sorted(value, key=repr):
+            digest.update(f"V{json.dumps(key)}".encode())
+            digest.update(f"L{len(value[key])}".encode())
+            for item in value[key]:
+                digest.update(f"V{json.dumps(item)}".encode())
+        return digest.hexdigest()
+
+    numbers = [0.1, -0.0, 1e-300, 3.0, 12345678901234567890, -7, float("nan")]
+    numbers += [float("inf"), -float("inf"), 2.5e17, *torch.randn(1000).tolist()]
+    payload = {"losses": numbers, "mixed": [1, 2.0, True, None, "a"], "empty": []}
+    assert content_digest(payload) == canonical(payload)

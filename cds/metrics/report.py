@@ -86,9 +86,12 @@ def noise_floor(
 
 
 def with_floor_ratios(quality: dict[str, float], floor: dict[str, float]) -> dict[str, float]:
-    """Add `<metric>_floor` and `<metric>_ratio` (value / floor) for the discrepancy metrics."""
+    """Add `<metric>_floor` and `<metric>_ratio` (value / floor) for the discrepancy metrics
+    `quality` holds."""
     out = dict(quality)
     for key in ("sinkhorn", "sinkhorn_divergence", "mmd"):
+        if key not in quality:
+            continue
         out[f"{key}_floor"] = floor[key]
         out[f"{key}_ratio"] = quality[key] / floor[key] if floor[key] != 0 else float("inf")
     return out

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from matplotlib.figure import Figure
 
 from cds.checkpoints import atomic_write, write_text_atomic
+
+if TYPE_CHECKING:  # matplotlib is imported by the stages that plot, not by every stage
+    from matplotlib.figure import Figure
 
 __all__ = ["save_npy_atomic", "save_png_atomic", "write_json_atomic", "write_text_atomic"]
 

@@ -88,7 +88,7 @@ def run(params: Params, layout: Layout, progress: bool = True) -> dict[str, Any]
     bar = tqdm(total=len(steps) + extra, desc="evaluate", disable=not progress, dynamic_ncols=True)
 
     def score(
-        checkpoint: Path, label: str, validate: bool = False, **how: Any
+        checkpoint: Path, label: str, validate: bool = False, curve: bool = False, **how: Any
     ) -> tuple[dict[str, Any], Tensor]:
         result = score_sampler(
             sampler_from_checkpoint(checkpoint, target=target, device=device, **how),
@@ -99,6 +99,7 @@ def run(params: Params, layout: Layout, progress: bool = True) -> dict[str, Any]
             label,
             cfg.n_samples,
             validate=validate,
+            sinkhorn_only=curve,  # a point of the curve keeps only the `Role.CURVE` keys
         )
         bar.update(1)
         return split_timings(result[0], timings, f"{label}."), result[1]
@@ -108,7 +109,7 @@ def run(params: Params, layout: Layout, progress: bool = True) -> dict[str, Any]
     student_metrics, student_samples = score(student_path, "student_K1", validate=True)
     curve = [_curve_point(student_metrics)]
     for k in steps[1:]:
-        point, _ = score(student_path, f"student_K{k}", validate=True, n_steps=k)
+        point, _ = score(student_path, f"student_K{k}", validate=True, curve=True, n_steps=k)
         curve.append(_curve_point(point))
     student_sde = None
     if params.method == "scds":
