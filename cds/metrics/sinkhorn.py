@@ -22,8 +22,9 @@ C, the v-update over the rows of Cᵀ, so neither needs a column reduction acros
 running maximum (up to 1.7× slower than the rows on spread-out samples). The cost is computed
 in float64 (through the ‖x‖² + ‖y‖² − 2x·y expansion, which in float32 would lose ~1e-3 near
 zero distance, as large as ε) and stored, scaled, in float32. When C and Cᵀ fit
-`max_cost_bytes` together they are computed once; otherwise each chunk is recomputed on every
-pass, so memory stays O(chunk·max(n, m)) for any n.
+`max_cost_bytes` together they are computed once (where only C fits, Cᵀ is a strided view of
+it); otherwise each chunk is recomputed on every pass, so memory stays O(chunk·max(n, m)) for
+any n.
 """
 
 from __future__ import annotations
@@ -53,18 +54,27 @@ class SinkhornResult:
 
 
 class _CostRows:
-    """Row chunks of the scaled cost C = scale·cdist(X, Y), precomputed when they fit in memory,
-    else recomputed."""
+    """Row chunks of the scaled cost C = scale·cdist(X, Y): precomputed when they fit in
+    `max_cost_bytes` (or given as `full`, e.g. a view of another cost's transpose), else
+    recomputed on every pass."""
 
-    def __init__(self, x: Tensor, y: Tensor, scale: float, chunk_rows: int, max_cost_bytes: int):
+    def __init__(
+        self,
+        x: Tensor,
+        y: Tensor,
+        scale: float,
+        chunk_rows: int,
+        max_cost_bytes: int,
+        full: Tensor | None = None,
+    ):
         self.x = x.to(torch.float64)
         self.y = y.to(torch.float64)
         self.y_sq = self.y.square().sum(dim=1)
         self.scale = scale
         self.n = x.shape[0]
         self.chunk_rows = chunk_rows
-        self.full: Tensor | None = None
-        if self.n * y.shape[0] * 4 <= max_cost_bytes:  # filled in place: no second copy
+        self.full = full
+        if full is None and self.n * y.shape[0] * 4 <= max_cost_bytes:  # filled in place
             self.full = torch.empty(self.n, y.shape[0], dtype=torch.float32, device=x.device)
             for start, stop in self._bounds():
                 self.full[start:stop] = self._compute(start, stop)
@@ -116,9 +126,10 @@ def _row_logsumexp2(v: Tensor, cost: _CostRows, buffer: Tensor) -> Tensor:
 
 #: Row chunk on the CPU: 64 rows of float32 costs against 10⁴ columns stay in cache.
 CPU_CHUNK_ROWS = 64
-#: C and Cᵀ together up to this size are kept whole on the CPU (n = m = 20,000: 3.2 GB).
-CPU_MAX_COST_BYTES = 4 * 1024**3
-#: On a GPU: the chunk buffer's size, and the share of free memory a whole cost matrix may take.
+#: Costs up to this size are kept whole on the CPU: C up to n = m = 23,000, and Cᵀ beside it up
+#: to n = m = 16,000 (beyond, Cᵀ is a strided view of C).
+CPU_MAX_COST_BYTES = 2 * 1024**3
+#: On a GPU: the chunk buffer's size, and the share of free memory the kept costs may take.
 GPU_CHUNK_BYTES = 256 * 1024**2
 GPU_COST_SHARE = 0.5
 
@@ -126,9 +137,10 @@ GPU_COST_SHARE = 0.5
 def memory_plan(
     x: Tensor, m: int, chunk_rows: int | None, max_cost_bytes: int | None
 ) -> tuple[int, int]:
-    """Chunk rows and the largest cost matrix kept whole, for sets on `x`'s device (given
-    values are kept). On a GPU a 10⁵ × 10⁵ float32 cost (40 GB) is kept whole when half the
-    free memory holds it, and otherwise recomputed chunk by chunk in 256 MB buffers."""
+    """Chunk rows and the memory for kept costs, for sets on `x`'s device (given values are
+    kept). On a GPU a 10⁵ × 10⁵ float32 cost (40 GB) is kept whole when half the free memory
+    holds it (with its transpose beside it when that fits too, else read through a view), and
+    otherwise recomputed chunk by chunk in 256 MB buffers."""
     if x.device.type != "cuda":
         rows = CPU_CHUNK_ROWS if chunk_rows is None else chunk_rows
         return rows, CPU_MAX_COST_BYTES if max_cost_bytes is None else max_cost_bytes
@@ -178,8 +190,9 @@ def _log_domain_iterations(
 def _scaled_cost(
     x: Tensor, y: Tensor, epsilon: float, chunk_rows: int | None, max_cost_bytes: int | None
 ) -> tuple[_CostRows, _CostRows, Tensor]:
-    """The cost C = M·log₂e/ε and its transpose, for the sets' device plan (`memory_plan`: the
-    two share its memory; the same rows serve both when x is y), and a chunk buffer."""
+    """The cost C = M·log₂e/ε and its transpose, for the sets' device plan (`memory_plan`), and a
+    chunk buffer. C is kept first; Cᵀ is kept beside it where the rest of the memory holds it,
+    else read as a strided view of a kept C, else recomputed. When x is y, C serves as Cᵀ."""
     _check_sample_sets(x, y)
     n, m = x.shape[0], y.shape[0]
     chunk_rows, max_cost_bytes = memory_plan(x, max(n, m), chunk_rows, max_cost_bytes)
@@ -190,8 +203,10 @@ def _scaled_cost(
         cost = _CostRows(x, x, scale, chunk_rows, max_cost_bytes)
         cost_t = cost
     else:
-        cost = _CostRows(x, y, scale, chunk_rows, max_cost_bytes // 2)
-        cost_t = _CostRows(y, x, scale, chunk_rows, max_cost_bytes // 2)
+        cost = _CostRows(x, y, scale, chunk_rows, max_cost_bytes)
+        left = max_cost_bytes - (4 * n * m if cost.full is not None else 0)
+        view = cost.full.T if cost.full is not None and 4 * n * m > left else None
+        cost_t = _CostRows(y, x, scale, chunk_rows, left, full=view)
     return cost, cost_t, torch.empty(chunk_rows * max(n, m), dtype=torch.float32, device=x.device)
 
 
