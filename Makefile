@@ -26,16 +26,16 @@ $(STAMP): pyproject.toml requirements.lock
 	$(BIN)/pip install --quiet --upgrade pip
 	# torch first, pinned to the chosen build, so that no dependency can pull another one;
 	# only torch itself comes from PyTorch's index.
-	$(BIN)/pip install --quiet --no-compile --no-deps "torch==$(TORCH_VERSION)+$(TORCH_VARIANT)" \
+	$(BIN)/pip install --quiet --no-deps "torch==$(TORCH_VERSION)+$(TORCH_VARIANT)" \
 		--extra-index-url $(TORCH_INDEX)
 	# every other package at the exact version of the lock file; then what the chosen torch
 	# build needs beyond it (nothing for cpu; CUDA runtime wheels for a CUDA build); then cds
 	# itself without resolving anything again. pip check proves the set consistent.
-	# --no-compile: Python compiles (and caches) only the modules a run imports, on first
-	# import, instead of every file of every package now (20 s of a 90 s install).
-	$(BIN)/pip install --quiet --no-compile -r requirements.lock
-	$(BIN)/pip install --quiet --no-compile "torch==$(TORCH_VERSION)+$(TORCH_VARIANT)"
-	$(BIN)/pip install --quiet --no-compile --no-deps -e ".[pipeline,dev,bench]"
+	# (pip byte-compiles everything it installs: where PYTHONDONTWRITEBYTECODE is set, nothing
+	# imported later could be cached, and every process would compile its imports again.)
+	$(BIN)/pip install --quiet -r requirements.lock
+	$(BIN)/pip install --quiet "torch==$(TORCH_VERSION)+$(TORCH_VARIANT)"
+	$(BIN)/pip install --quiet --no-deps -e ".[pipeline,dev,bench]"
 	$(BIN)/pip check
 	touch $(STAMP)
 

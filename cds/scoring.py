@@ -139,9 +139,9 @@ def score_sampler(
     against the validation reference (`sinkhorn_validation`, what choices such as the best K
     read). With `sinkhorn_only`, the quality is the paper Sinkhorn and its floor ratio alone
     (what a budget-curve point keeps), without the other metrics of `sample_quality`. Draws come
-    from the evaluation streams `scoring:<label>…` of `eval_seed`, on the
-    sampler's device, so every sampler is scored on its own stream and the same seed gives the
-    same metrics on the same kind of device. References must be on the sampler's device. "weights"
+    from the evaluation streams `scoring:<label>…` of `eval_seed`, on the sampler's device, so
+    every sampler is scored on its own stream and the same seed gives the same metrics on the
+    same kind of device. References must be on the sampler's device. "weights"
     names the weight estimator (no log Z keys where there is none)."""
     n = len(references.test) if references is not None else n_weights
     stream = f"{seeding.SCORING}:{label}"
