@@ -25,18 +25,22 @@ $(STAMP): pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	# torch first, pinned to the chosen build, so that no dependency can pull another one;
-	# only torch itself comes from PyTorch's index.
-	$(BIN)/pip install --quiet --no-deps "torch==$(TORCH_VERSION)+$(TORCH_VARIANT)" \
-		--extra-index-url $(TORCH_INDEX)
+	# only torch itself comes from PyTorch's index (two tries: where that index is unreachable,
+	# as on an offline mirror, pip's default five cost about 8 s of back-off).
+	$(BIN)/pip install --quiet --no-compile --retries 2 --no-deps \
+		"torch==$(TORCH_VERSION)+$(TORCH_VARIANT)" --extra-index-url $(TORCH_INDEX)
 	# every other package at the exact version of the lock file; then what the chosen torch
 	# build needs beyond it (nothing for cpu; CUDA runtime wheels for a CUDA build); then cds
 	# itself without resolving anything again. pip check proves the set consistent.
-	# (pip byte-compiles everything it installs: where PYTHONDONTWRITEBYTECODE is set, nothing
-	# imported later could be cached, and every process would compile its imports again.)
-	$(BIN)/pip install --quiet -r requirements.lock
-	$(BIN)/pip install --quiet "torch==$(TORCH_VERSION)+$(TORCH_VARIANT)"
+	$(BIN)/pip install --quiet --no-compile -r requirements.lock
+	$(BIN)/pip install --quiet --no-compile "torch==$(TORCH_VERSION)+$(TORCH_VARIANT)"
 	$(BIN)/pip install --quiet --no-deps -e ".[pipeline,dev,bench]"
 	$(BIN)/pip check
+	# Byte-compile the environment and cds once, on every core (pip compiles on one). Where
+	# PYTHONDONTWRITEBYTECODE is set nothing imported later is cached, so without this every
+	# process would compile its imports again. Files only a newer Python can parse (a few
+	# packages ship some) are skipped, as pip skips them.
+	$(BIN)/python -c "import compileall; [compileall.compile_dir(d, quiet=2, workers=0) for d in ('$(VENV)/lib', 'cds')]"
 	touch $(STAMP)
 
 # Re-pin requirements.lock to what .venv holds (after changing pyproject's dependencies:

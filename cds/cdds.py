@@ -217,7 +217,9 @@ class ConsistencyObjective:
         last = (j + 1 == len(self.coarse) - 1)[:, None]
         reference = self.ema_target if self.ema_target is not None else self.student
         with torch.no_grad():
-            goal = torch.where(last, x_hi, reference(x_hi, tau_hi))
+            # A batch of the last pair alone (a "shared" draw, one in J − 1) needs no
+            # reference pass: its target is the teacher's endpoint.
+            goal = x_hi if bool(last.all()) else torch.where(last, x_hi, reference(x_hi, tau_hi))
         loss = consistency_loss(self.student(x_lo, tau_lo), goal, self.params.loss)
         if self.ema_target is not None:
             with torch.no_grad():

@@ -231,3 +231,31 @@ def test_short_distillation_beats_untrained_student(loss, iterations, limit):
         opt.step()
     after = error()
     assert after < limit * before and math.isfinite(after)
+
+
+@pytest.mark.parametrize("pair_sampling", ["shared", "all"])
+def test_each_pair_is_distilled_towards_its_own_target(pair_sampling):
+    """docs/methods.md §4, step 4: a pair's target is the stop-gradient student at the pair's
+    later point, except the last pair's, which is the teacher's endpoint itself (so a batch of
+    the last pair alone needs no student pass there). Checked on a bank with known rows."""
+    params = load_params(None, ["cdds.optim.batch_size=8", f"cdds.pair_sampling={pair_sampling}"])
+    torch.manual_seed(0)
+    teacher = Control(2, VPSchedule())
+    student = ConsistencyStudent(2, T=1.0)
+    coarse, grid = [0, 4, 8], uniform_grid(8)
+    x_lo, x_hi = torch.randn(40, 2), torch.randn(40, 2)
+    bank = FragmentBank(x_lo, x_hi, torch.arange(2).repeat_interleave(20))
+    target, prior = get_target("gmm9"), StandardNormalPrior(2)
+    objective = ConsistencyObjective(
+        student, teacher, target, prior, grid, coarse, params.cdds, bank=bank
+    )
+    taus = 1.0 - grid[coarse]
+    seen = set()
+    for seed in range(12):
+        lo, hi, j = objective._pairs(torch.Generator().manual_seed(seed))
+        loss, _ = objective(0, torch.Generator().manual_seed(seed))
+        with torch.no_grad():
+            goal = torch.where((j == 1)[:, None], hi, student(hi, taus[j + 1]))
+        assert torch.equal(loss, consistency_loss(student(lo, taus[j]), goal, params.cdds.loss))
+        seen.update(j.tolist())
+    assert seen == {0, 1}

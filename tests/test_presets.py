@@ -54,7 +54,7 @@ def test_switching_target_leaves_nothing_of_the_last_targets_preset(tmp_path):
     back = load_params(path, ["target.name=gmm9"], preset="gmm9")
     gmm9 = load_params(None, preset="gmm9")
     assert back.scds.optim == gmm9.scds.optim and back.cdds.optim == gmm9.cdds.optim
-    assert back.teacher.optim.iterations == 1000
+    assert back.teacher.optim.iterations == 1500
     untuned = load_params(path, ["target.name=banana"], preset="default")
     assert untuned.teacher == Params().teacher and untuned.scds.optim.lr == 5e-3
 
