@@ -170,7 +170,7 @@ class TeacherParams(_Strict):
     network: NetworkParams = NetworkParams()
     clip: ClipParams = ClipParams()
     #: Up to 10,000 iterations, ending when the validation ELBO and ESS stop improving
-    #: (gmm9's preset keeps its measured fixed 1,000; docs/decisions.md).
+    #: (gmm9's preset keeps its measured fixed 1,500; docs/decisions.md §6, §31).
     optim: OptimParams = OptimParams(iterations=10_000, ema_window=300)
     stopping: StoppingParams = StoppingParams()
     eval_every: PositiveInt = 500
