@@ -11,6 +11,7 @@ BIN := $(VENV)/bin
 TORCH_VERSION := 2.13.0
 TORCH_VARIANT ?= cpu
 TORCH_INDEX := https://download.pytorch.org/whl/$(TORCH_VARIANT)
+TORCH_INDEX_RETRIES ?= 2
 STAMP := $(VENV)/.installed-$(TORCH_VARIANT)
 
 export DO_NOT_TRACK := true
@@ -25,9 +26,9 @@ $(STAMP): pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	# torch first, pinned to the chosen build, so that no dependency can pull another one;
-	# only torch itself comes from PyTorch's index (two tries: where that index is unreachable,
-	# as on an offline mirror, pip's default five cost about 8 s of back-off).
-	$(BIN)/pip install --quiet --no-compile --retries 2 --no-deps \
+	# only torch itself comes from PyTorch's index (TORCH_INDEX_RETRIES retries: where that index
+	# is unreachable, as on an offline mirror, pip's default five cost about 8 s of back-off).
+	$(BIN)/pip install --quiet --no-compile --retries $(TORCH_INDEX_RETRIES) --no-deps \
 		"torch==$(TORCH_VERSION)+$(TORCH_VARIANT)" --extra-index-url $(TORCH_INDEX)
 	# every other package at the exact version of the lock file; then what the chosen torch
 	# build needs beyond it (nothing for cpu; CUDA runtime wheels for a CUDA build); then cds
@@ -38,9 +39,10 @@ $(STAMP): pyproject.toml requirements.lock
 	$(BIN)/pip check
 	# Byte-compile the environment and cds once, on every core (pip compiles on one). Where
 	# PYTHONDONTWRITEBYTECODE is set nothing imported later is cached, so without this every
-	# process would compile its imports again. Files only a newer Python can parse (a few
-	# packages ship some) are skipped, as pip skips them.
-	$(BIN)/python -c "import compileall; [compileall.compile_dir(d, quiet=2, workers=0) for d in ('$(VENV)/lib', 'cds')]"
+	# process would compile its imports again. A few packages ship files only a newer Python
+	# parses, so failures in the environment are not fatal (pip skips them too); cds must compile.
+	$(BIN)/python -m compileall -qq -j 0 $(VENV)/lib || true
+	$(BIN)/python -m compileall -q -j 0 cds
 	touch $(STAMP)
 
 # Re-pin requirements.lock to what .venv holds (after changing pyproject's dependencies:

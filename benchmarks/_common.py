@@ -25,8 +25,9 @@ RESULTS = Path(__file__).resolve().parent / "results"
 #: measured: the embedded defaults with gmm9's fixed budgets, i.e. the project's params.yaml
 #: (the defaults themselves now end training by convergence, docs/methods.md §10). Results
 #: recorded before docs/decisions.md §31 ran gmm9's teacher at 1000 iterations, the preset's
-#: budget then (1500 since); so did paper_table.py's and baselines.py's gmm9 rows, which take
-#: the preset's teacher settings. A rerun uses the preset as it is.
+#: budget then (1500 since); so did the gmm9 rows of paper_table.py, baselines.py and
+#: default_budgets.py, which take the preset's teacher settings. A rerun uses the preset as it
+#: is.
 FIXED_BUDGETS = "gmm9"
 
 

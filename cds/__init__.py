@@ -7,10 +7,18 @@
 
 from __future__ import annotations
 
+import os
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 __all__ = ["__version__", "fit", "load_sampler"]
+
+#: MKL's strict conditional numerical reproducibility: its float32 matrix products give the same
+#: bits on any number of threads, so `cds.threads` may change the count under load without
+#: changing a result (docs/decisions.md §32). MKL reads it when it starts, so it is set here,
+#: before anything of cds loads torch; a value already in the environment wins.
+MKL_REPRODUCIBILITY = "AUTO,STRICT"
+os.environ.setdefault("MKL_CBWR", MKL_REPRODUCIBILITY)
 
 #: The distribution's name on the package index (the import name and the command are `cds`).
 DISTRIBUTION = "cds-samplers"
