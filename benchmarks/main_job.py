@@ -104,7 +104,8 @@ def machine_rates() -> dict[str, float]:
 
 
 def run_round(load: int, workdir: Path, index: int) -> dict[str, Any]:
-    """One fresh clone of HEAD: `make install`, then `make run`, beside `load` busy loops."""
+    """One fresh clone of HEAD: `make install`, then `make run`, beside `load` busy loops (their
+    output in the clone's make-install.log and make-run.log)."""
     clone = workdir / f"round{index}"
     subprocess.run(["git", "clone", "-q", str(ROOT), str(clone)], check=True)
     seconds: dict[str, Any] = {"load": load}
@@ -114,6 +115,7 @@ def run_round(load: int, workdir: Path, index: int) -> dict[str, Any]:
             result = subprocess.run(
                 ["make", step], cwd=clone, capture_output=True, text=True, check=False
             )
+            (clone / f"make-{step}.log").write_text(result.stdout + result.stderr)
             if result.returncode != 0:
                 raise RuntimeError(f"make {step} failed in {clone}:\n{result.stdout[-3000:]}")
             seconds[step] = time.perf_counter() - started

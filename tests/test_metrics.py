@@ -26,7 +26,12 @@ from cds.metrics import (
     paper_sinkhorn,
     sinkhorn_divergence,
 )
-from cds.metrics.sinkhorn import PAPER_EPSILON
+from cds.metrics.sinkhorn import (
+    _SHIFT_TOLERANCE,
+    PAPER_EPSILON,
+    _row_logsumexp2,
+    _scaled_cost,
+)
 
 
 def slow_paper_sinkhorn(x: np.ndarray, y: np.ndarray, eps=1e-3, max_iter=100, tol=1e-5) -> float:
@@ -93,6 +98,24 @@ def test_the_sinkhorn_cost_needs_float64():
 
     assert float(self_distances(x.double()).max()) < 1e-6
     assert float(self_distances(x).max()) > 0.3 * PAPER_EPSILON
+
+
+def test_a_row_shift_near_its_log_sum_exp_gives_the_result_of_its_maximum():
+    """Once the potentials move by less than `_SHIFT_TOLERANCE`, the iterations shift each row
+    by its previous log-sum-exp instead of its maximum: any shift that close gives the same
+    values up to float rounding (rtol 1e-6), even where the row's terms span 2^±4000."""
+    g = torch.Generator().manual_seed(4)
+    x = torch.randn(200, 3, generator=g) * 2
+    y = torch.randn(150, 3, generator=g) * 2
+    cost, _, buffer = _scaled_cost(x, y, PAPER_EPSILON, chunk_rows=16, max_cost_bytes=None)
+    v = torch.randn(150, generator=g) * 50
+    exact = _row_logsumexp2(v, cost, buffer)
+    for largest in (0.0, 0.5 * _SHIFT_TOLERANCE, _SHIFT_TOLERANCE):
+        offset = largest * (2 * torch.rand(200, generator=g) - 1)
+        shifted = _row_logsumexp2(v, cost, buffer, near=exact + offset)
+        torch.testing.assert_close(shifted, exact, rtol=1e-6, atol=0.0)
+    far = _row_logsumexp2(v, cost, buffer, near=exact + 200.0)  # outside float32's exponents
+    assert not torch.isfinite(far).all() or (far - exact).abs().max() > 1.0
 
 
 def test_sinkhorn_of_shifted_copy_is_shift_norm():

@@ -15,16 +15,18 @@ V = v·log₂e/ε, which turns the updates into
 
     U_i ← log₂ a_i − LSE₂_j(V_j − C_ij),   then   V_j ← log₂ b_j − LSE₂_i(U_i − C_ij),
 
-with LSE₂ = log₂ Σ 2^(·): the same iterates up to float rounding, with exp2 in place of exp
-(about 3× faster per call on the CPU) and no per-pass division by ε. Both updates are
-log-sum-exps along rows, in float32 over cache-sized row chunks: the u-update over the rows of
-C, the v-update over the rows of Cᵀ, so neither needs a column reduction across chunks with a
-running maximum (up to 1.7× slower than the rows on spread-out samples). The cost is computed
-in float64 (through the ‖x‖² + ‖y‖² − 2x·y expansion, which in float32 would lose ~1e-3 near
-zero distance, as large as ε) and stored, scaled, in float32. When C and Cᵀ fit
-`max_cost_bytes` together they are computed once (where only C fits, Cᵀ is a strided view of
-it); otherwise each chunk is recomputed on every pass, so memory stays O(chunk·max(n, m)) for
-any n.
+with LSE₂ = log₂ Σ 2^(·): the same iterates up to float rounding, with exp2 in place of exp (about
+3× faster per call on the CPU) and no per-pass division by ε. Each row is shifted before exp2 by its
+maximum or, once the potentials move by less than 32 per iteration, by its previous log-sum-exp (LSE
+is 1-Lipschitz in the sup norm, so that shift is within 32 of the new value): one pass fewer, about
+5 % of the metric's time, the values equal up to float rounding. Both updates are log-sum-exps along
+rows, in float32 over cache-sized row chunks: the u-update over the rows of C, the v-update over the
+rows of Cᵀ, so neither needs a column reduction across chunks with a running maximum (up to 1.7×
+slower than the rows on spread-out samples). The cost is computed in float64 (through the ‖x‖² +
+‖y‖² − 2x·y expansion, which in float32 would lose ~1e-3 near zero distance, as large as ε) and
+stored, scaled, in float32. When C and Cᵀ fit `max_cost_bytes` together they are computed once
+(where only C fits, Cᵀ is a strided view of it); otherwise each chunk is recomputed on every pass,
+so memory stays O(chunk·max(n, m)) for any n.
 """
 
 from __future__ import annotations
@@ -113,19 +115,35 @@ def _difference(
     return torch.sub(potential_rows + potential_cols, block, out=out)
 
 
-def _row_logsumexp2(v: Tensor, cost: _CostRows, buffer: Tensor) -> Tensor:
-    """LSE₂_j(V_j − C_ij) for every row i, one chunk of rows at a time."""
+#: How far (in the scaled base-2 units) a row's log-sum-exp may have moved since the previous
+#: iteration for that value to replace the row's maximum as the shift before exp2: the largest
+#: term then lies within 2^±(32 + log₂ m) of 1, far inside float32's range, and the terms
+#: clamped at 2^−126 stay below its resolution. Iterates then differ by float rounding only.
+_SHIFT_TOLERANCE = 32.0
+
+
+def _row_logsumexp2(
+    v: Tensor, cost: _CostRows, buffer: Tensor, near: Tensor | None = None
+) -> Tensor:
+    """LSE₂_j(V_j − C_ij) for every row i, one chunk of rows at a time. Each row is shifted by
+    its maximum before exp2, or by `near` (values within `_SHIFT_TOLERANCE` of the result,
+    e.g. the previous iteration's), which saves the pass that finds the maximum."""
     out = torch.empty(cost.n, dtype=torch.float32, device=v.device)
     zero = v.new_zeros(1, 1)
     for start, stop, block in cost:
         z = _difference(zero, v, block, buffer)
-        peak = z.amax(dim=1, keepdim=True)
-        out[start:stop] = peak.squeeze(1) + _exp2_(z.sub_(peak)).sum(dim=1).log2()
+        shift = z.amax(dim=1, keepdim=True) if near is None else near[start:stop, None]
+        out[start:stop] = shift.squeeze(1) + _exp2_(z.sub_(shift)).sum(dim=1).log2()
     return out
 
 
-#: Row chunk on the CPU: 64 rows of float32 costs against 10⁴ columns stay in cache.
+#: Row chunk on the CPU: at least 64 rows (64 rows of float32 costs against 10⁴ columns stay in
+#: cache), and more against fewer columns, up to `CPU_CHUNK_ELEMENTS` costs per chunk: 384 rows
+#: against 1000 columns (the debiased divergence's sets) take 0.33 s per OT value instead of
+#: 0.54 s, as each operation's dispatch cost is shared by more rows. Rows are independent, so
+#: the values do not depend on the chunk.
 CPU_CHUNK_ROWS = 64
+CPU_CHUNK_ELEMENTS = 64 * 6000
 #: Costs up to this size are kept whole on the CPU: C up to n = m = 23,000, and Cᵀ beside it up
 #: to n = m = 16,000 (beyond, Cᵀ is a strided view of C).
 CPU_MAX_COST_BYTES = 2 * 1024**3
@@ -142,7 +160,7 @@ def memory_plan(
     holds it (with its transpose beside it when that fits too, else read through a view), and
     otherwise recomputed chunk by chunk in 256 MB buffers."""
     if x.device.type != "cuda":
-        rows = CPU_CHUNK_ROWS if chunk_rows is None else chunk_rows
+        rows = max(CPU_CHUNK_ROWS, CPU_CHUNK_ELEMENTS // m) if chunk_rows is None else chunk_rows
         return rows, CPU_MAX_COST_BYTES if max_cost_bytes is None else max_cost_bytes
     if max_cost_bytes is None:
         free, _ = torch.cuda.mem_get_info(x.device)
@@ -174,11 +192,16 @@ def _log_domain_iterations(
     u = torch.zeros(n, dtype=torch.float32, device=cost.x.device)
     v = torch.full((m,), log2_b, dtype=torch.float32, device=cost.x.device)
     n_iter, converged = 0, False
-    for n_iter in range(1, max_iter + 1):  # noqa: B007 - n_iter is reported
+    dv = math.inf  # no previous u-update yet
+    for n_iter in range(1, max_iter + 1):
         threads.adapt()
-        u_new = log2_a - _row_logsumexp2(v, cost, buffer)
-        v_new = log2_b - _row_logsumexp2(u_new, cost_t, buffer)
+        # A row's LSE moves by at most max|ΔV| (resp. max|ΔU|) from the previous iteration's,
+        # log2_a − u (resp. log2_b − v): close enough, it is the row's shift (_row_logsumexp2).
+        near_u = log2_a - u if dv < _SHIFT_TOLERANCE else None
+        u_new = log2_a - _row_logsumexp2(v, cost, buffer, near_u)
         du = float((u_new - u).abs().max())
+        near_v = log2_b - v if n_iter > 1 and du < _SHIFT_TOLERANCE else None
+        v_new = log2_b - _row_logsumexp2(u_new, cost_t, buffer, near_v)
         dv = float((v_new - v).abs().max())
         u, v = u_new, v_new
         if du < scaled_tolerance and dv < scaled_tolerance:
