@@ -105,7 +105,7 @@ def machine_rates() -> dict[str, float]:
 
 def run_round(load: int, workdir: Path, index: int) -> dict[str, Any]:
     """One fresh clone of HEAD: `make install`, then `make run`, beside `load` busy loops (their
-    output in the clone's make-install.log and make-run.log)."""
+    output in the clone's make-install.log and make-run.log, kept with --workdir)."""
     clone = workdir / f"round{index}"
     subprocess.run(["git", "clone", "-q", str(ROOT), str(clone)], check=True)
     seconds: dict[str, Any] = {"load": load}
@@ -115,10 +115,14 @@ def run_round(load: int, workdir: Path, index: int) -> dict[str, Any]:
             result = subprocess.run(
                 ["make", step], cwd=clone, capture_output=True, text=True, check=False
             )
-            (clone / f"make-{step}.log").write_text(result.stdout + result.stderr)
-            if result.returncode != 0:
-                raise RuntimeError(f"make {step} failed in {clone}:\n{result.stdout[-3000:]}")
             seconds[step] = time.perf_counter() - started
+            log = clone / f"make-{step}.log"
+            log.write_text(result.stdout + result.stderr)
+            if result.returncode != 0:
+                raise RuntimeError(
+                    f"make {step} failed in {clone} (see {log}):\n"
+                    f"{(result.stdout + result.stderr)[-3000:]}"
+                )
     seconds["total"] = seconds["install"] + seconds["run"]
     for stage in STAGES:
         path = clone / ".cds" / "timings" / f"{stage}.json"

@@ -24,6 +24,7 @@ from cds.metrics import (
     mode_coverage,
     mode_mass_errors,
     paper_sinkhorn,
+    sinkhorn,
     sinkhorn_divergence,
 )
 from cds.metrics.sinkhorn import (
@@ -103,7 +104,8 @@ def test_the_sinkhorn_cost_needs_float64():
 def test_a_row_shift_near_its_log_sum_exp_gives_the_result_of_its_maximum():
     """Once the potentials move by less than `_SHIFT_TOLERANCE`, the iterations shift each row
     by its previous log-sum-exp instead of its maximum: any shift that close gives the same
-    values up to float rounding (rtol 1e-6), even where the row's terms span 2^±4000."""
+    values up to float rounding (rtol 1e-6), even where a row's terms span thousands of binary
+    orders of magnitude."""
     g = torch.Generator().manual_seed(4)
     x = torch.randn(200, 3, generator=g) * 2
     y = torch.randn(150, 3, generator=g) * 2
@@ -118,6 +120,50 @@ def test_a_row_shift_near_its_log_sum_exp_gives_the_result_of_its_maximum():
     assert not torch.isfinite(far).all() or (far - exact).abs().max() > 1.0
 
 
+@pytest.mark.parametrize("same_set", [False, True])
+def test_the_iterations_shift_rows_by_their_previous_log_sum_exp(monkeypatch, same_set):
+    """Each shift `_log_domain_iterations` passes is the same rows' log-sum-exp of the previous
+    iteration and lies within `_SHIFT_TOLERANCE` of the new one; most passes are shifted; and
+    the potentials after 40 iterations equal those of the iterations that always shift by the
+    maximum (tolerance 0) up to float rounding, for two sets and for a set against itself (C
+    serving as Cᵀ)."""
+    g = torch.Generator().manual_seed(5)
+    x = torch.randn(300, 2, generator=g) * 2
+    y = x if same_set else torch.randn(250, 2, generator=g) * 2 + 0.3
+    real = sinkhorn._row_logsumexp2
+    calls: list[tuple[torch.Tensor | None, torch.Tensor]] = []
+
+    def spy(v, cost, buffer, near=None):
+        out = real(v, cost, buffer, near)
+        calls.append((near, out))
+        return out
+
+    monkeypatch.setattr(sinkhorn, "_row_logsumexp2", spy)
+
+    def iterate() -> tuple[torch.Tensor, torch.Tensor, int]:
+        cost, cost_t, buffer = _scaled_cost(x, y, PAPER_EPSILON, None, None)
+        u, v, n_iter, _ = sinkhorn._log_domain_iterations(cost, cost_t, 40, 0.0, buffer)
+        return u, v, n_iter
+
+    u, v, n_iter = iterate()
+    shifted = 0
+    for i, (near, out) in enumerate(calls):  # u-updates at even calls, v-updates at odd ones
+        if near is not None:
+            shifted += 1
+            torch.testing.assert_close(near, calls[i - 2][1], rtol=1e-6, atol=1e-4)
+            assert float((out - near).abs().max()) < _SHIFT_TOLERANCE
+    assert calls[0][0] is None and calls[1][0] is None
+    assert shifted > len(calls) // 2
+    calls.clear()
+    monkeypatch.setattr(sinkhorn, "_SHIFT_TOLERANCE", 0.0)
+    u_max, v_max, n_iter_max = iterate()
+    assert all(near is None for near, _ in calls)
+    assert n_iter == n_iter_max
+    # U and V are potentials times log₂e/ε ≈ 1443: 1e-3 here is 7e-7 in distance units
+    torch.testing.assert_close(u, u_max, rtol=1e-6, atol=1e-3)
+    torch.testing.assert_close(v, v_max, rtol=1e-6, atol=1e-3)
+
+
 def test_sinkhorn_of_shifted_copy_is_shift_norm():
     g = torch.Generator().manual_seed(2)
     x = torch.randn(1000, 2, generator=g) * 0.2
@@ -130,6 +176,8 @@ def test_sinkhorn_rejects_bad_input():
         paper_sinkhorn(torch.zeros(3, 2), torch.zeros(3, 3))
     with pytest.raises(ValueError, match="non-finite"):
         paper_sinkhorn(torch.tensor([[float("inf"), 0.0]]), torch.zeros(1, 2))
+    with pytest.raises(ValueError, match="must not be empty"):
+        paper_sinkhorn(torch.zeros(0, 2), torch.zeros(3, 2))
 
 
 def test_mmd_and_divergence_analytic_cases():

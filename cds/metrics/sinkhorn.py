@@ -141,7 +141,7 @@ def _row_logsumexp2(
 #: cache), and more against fewer columns, up to `CPU_CHUNK_ELEMENTS` costs per chunk: 384 rows
 #: against 1000 columns (the debiased divergence's sets) take 0.33 s per OT value instead of
 #: 0.54 s, as each operation's dispatch cost is shared by more rows. Rows are independent, so
-#: the values do not depend on the chunk.
+#: the potentials do not depend on the chunk.
 CPU_CHUNK_ROWS = 64
 CPU_CHUNK_ELEMENTS = 64 * 6000
 #: Costs up to this size are kept whole on the CPU: C up to n = m = 23,000, and Cᵀ beside it up
@@ -174,6 +174,10 @@ def _check_sample_sets(x: Tensor, y: Tensor) -> None:
         raise ValueError(
             f"sample sets must be (n, D) and (m, D) with equal D, got {tuple(x.shape)} "
             f"and {tuple(y.shape)}"
+        )
+    if x.shape[0] == 0 or y.shape[0] == 0:
+        raise ValueError(
+            f"sample sets must not be empty, got {tuple(x.shape)} and {tuple(y.shape)}"
         )
     if not (bool(torch.isfinite(x).all()) and bool(torch.isfinite(y).all())):
         raise ValueError("sample sets for the Sinkhorn metric contain non-finite values")
