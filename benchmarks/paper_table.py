@@ -212,8 +212,9 @@ def run_target(
     torch_threads: int | None = None,
 ) -> list[dict[str, Any]]:
     """Run (or collect) the target's sweep and return one row per sampler and seed."""
-    # the preset's teacher and CDDS settings (SCDS ran at its defaults in the recorded rows)
-    overrides = target_overrides(name, ("teacher", "cdds"))
+    # the preset's prior, teacher and CDDS settings (SCDS ran at its defaults in the recorded
+    # rows)
+    overrides = target_overrides(name, ("sde", "teacher", "cdds"))
     for item in extra:
         key, _, value = item.partition("=")
         overrides[key] = read_yaml(value)

@@ -62,7 +62,7 @@ def run_target(name: str, label: str, extra: list[str], torch_threads: int) -> d
     teacher = teacher_overrides(name)
     iterations = teacher["teacher.optim.iterations"]
     overrides: dict[str, Any] = {
-        **target_overrides(name, ("teacher", "cdds")),  # SCDS: set below, as recorded
+        **target_overrides(name, ("sde", "teacher", "cdds")),  # SCDS: set below, as recorded
         **FINE_ODE_32,
         "scds.optim.iterations": iterations,
         "scds.optim.ema_window": teacher["teacher.optim.ema_window"],

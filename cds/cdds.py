@@ -35,9 +35,11 @@ from cds.jacobians import batch_jacobian, log_abs_det_jacobian
 from cds.losses import consistency_loss
 from cds.metrics import log_z_report, paper_sinkhorn
 from cds.networks import ConsistencyStudent, Control, consistency_scalings
+from cds.preconditioning import AffineMap
 from cds.run_config import (
     cdds_config,
     run_setting,
+    teacher_space,
     training_reference,
 )
 from cds.sde import uniform_grid
@@ -125,15 +127,21 @@ def generate_fragments(
 
 
 def build_fragment_bank(
-    params: Params, teacher: Control, target: Target, progress: bool = False
+    params: Params,
+    teacher: Control,
+    target: Target,
+    progress: bool = False,
+    prior_map: AffineMap | None = None,
 ) -> FragmentBank | None:
     """The fragment bank `params` ask for (`cdds.fragments: bank | refresh`; None for
     "online" or SCDS): `cdds.bank_size` pairs from the teacher's PF ODE on the run's device,
-    drawn from the stream `fragments` of `params.seed` (what the fragments stage stores)."""
+    drawn from the stream `fragments` of `params.seed` (what the fragments stage stores), in
+    the teacher's coordinates (`prior_map`: what its checkpoint records, `recorded_prior_map`)."""
     cfg = params.cdds
     if params.method != "cdds" or cfg.fragments == "online":
         return None
     device, _ = run_setting(params, target)
+    target = teacher_space(params, target, prior_map)
     return generate_fragments(
         teacher.to(device),
         target,
@@ -264,12 +272,15 @@ def train_student(
     teacher_hash: str,
     checkpoint_path: str | Path,
     bank: FragmentBank | None = None,
+    prior_map: AffineMap | None = None,
     **options: Unpack[RunOptions],
 ) -> TrainingResult:
-    """Distil `teacher` into a consistency student (`Trainer.try_resume` says which
+    """Distil `teacher` into a consistency student, in the teacher's coordinates (`prior_map`:
+    what its checkpoint records, `recorded_prior_map`; `Trainer.try_resume` says which
     checkpoints resume; `options` say how the run is watched, `RunOptions`)."""
     cfg = params.cdds
     device, schedule = run_setting(params, target)
+    target = teacher_space(params, target, prior_map)
     teacher.to(device)
     with seeding.initialisation(params.seed):
         student = ConsistencyStudent(
@@ -339,6 +350,7 @@ def train_student(
         if cfg.stopping.rule == "plateau"
         else None,
         max_threads=CDDS_MAX_THREADS,
+        prior_map=prior_map,
         **options,
     )
 

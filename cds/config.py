@@ -61,11 +61,14 @@ class TargetParams(_Strict):
 
 
 class SDEParams(_Strict):
-    """VP schedule: linear β from beta_max (t = 0) to beta_min (t = T)."""
+    """VP schedule: linear β from beta_max (t = 0) to beta_min (t = T), and the prior: N(0, I)
+    ("standard") or the target's Laplace approximation ("laplace": the samplers work in its
+    whitened coordinates, for unimodal posteriors; docs/methods.md §1, `cds.preconditioning`)."""
 
     beta_min: PositiveFloat = 0.1
     beta_max: PositiveFloat = 10.0
     T: PositiveFloat = 1.0
+    prior: Literal["standard", "laplace"] = "standard"
     prior_truncation: PositiveFloat | None = None
 
     @model_validator(mode="after")

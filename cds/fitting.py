@@ -37,6 +37,7 @@ from cds.config import Params, load_params
 from cds.devices import resolve_device
 from cds.integrators import WeightedSamples
 from cds.metrics import log_z_report
+from cds.preconditioning import recorded_prior_map
 from cds.presets import target_preset
 from cds.run_config import run_device
 from cds.samplers import (
@@ -246,7 +247,8 @@ def fit(
     `log_prob` is a batched function of x (then give `dim`), a `cds.targets.Target`, or a
     target's name (built-in or 'module.path:ClassName', rebuilt by name when sampling). `method`:
     "cdds" distils a DIS teacher, "scds" trains one step-size-conditioned control. `preset`
-    names a file of `cds.presets` (a built-in target picks its own); `overrides` maps dotted
+    names a file of `cds.presets` (a built-in target picks its own; "posterior" starts from the
+    density's Laplace approximation, for a unimodal posterior); `overrides` maps dotted
     params keys to values (`{"teacher.optim.iterations": 20000}`: a higher cap); `device`:
     auto, cpu, cuda or cuda:N (default: the params' `auto`). `workdir` keeps the checkpoints,
     so a fit resumes where it stopped; without it they live in a temporary directory."""
@@ -270,10 +272,18 @@ def fit(
             teacher_path = root / "teacher.pt"
             budgets["teacher"] = train_teacher(params, target, teacher_path, **options).stop
             teacher, _ = load_teacher(teacher_path, run_device(params))
-            fingerprint = load_checkpoint(teacher_path)["fingerprint"]
-            bank = build_fragment_bank(params, teacher, target, progress)
+            payload = load_checkpoint(teacher_path)
+            prior_map = recorded_prior_map(payload)
+            bank = build_fragment_bank(params, teacher, target, progress, prior_map)
             budgets["cdds"] = train_student(
-                params, target, teacher, fingerprint, student, bank, **options
+                params,
+                target,
+                teacher,
+                payload["fingerprint"],
+                student,
+                bank,
+                prior_map,
+                **options,
             ).stop
         checkpoint = student.read_bytes()
         sampler = sampler_from_checkpoint(student, target=target, device=params.device)

@@ -22,10 +22,15 @@ from cds import seeding
 from cds.config import NetworkParams, Params, SDEParams
 from cds.devices import resolve_device
 from cds.networks import Control
+from cds.preconditioning import AffineMap, WhitenedTarget, laplace_map
 from cds.provenance import code_version, input_digests
 from cds.sde import VPSchedule
 from cds.targets.base import Target
 from cds.targets.catalog import IN_MEMORY_TARGET, TARGETS
+from cds.targets.prior import StandardNormalPrior
+
+#: Prior draws from which the Laplace prior's mode search starts (`cds.preconditioning`).
+LAPLACE_STARTS = 4
 
 
 def fingerprint(payload: dict[str, Any]) -> str:
@@ -120,6 +125,35 @@ def run_setting(params: Params, target: Target) -> tuple[torch.device, VPSchedul
     device = run_device(params)
     matching_target(params, target).to(device)
     return device, make_schedule(params.sde)
+
+
+def sampler_space(params: Params, target: Target) -> tuple[Target, AffineMap | None]:
+    """The target as the samplers of `params` see it, and the map x = μ + L·z back to the
+    target's coordinates: the target itself under the standard prior (no map), its whitened
+    form under the Laplace prior (docs/methods.md §1). The map is computed in float64 from the
+    draws of stream `laplace_starts` of `params.seed`, so every stage of a run finds the same
+    one; each checkpoint records it (`cds.training.train`)."""
+    if params.sde.prior == "standard":
+        return target, None
+    starts = StandardNormalPrior(target.dim).sample(
+        LAPLACE_STARTS, seeding.generator(params.seed, seeding.LAPLACE_STARTS)
+    )
+    prior_map = laplace_map(target, starts)
+    return WhitenedTarget(target, prior_map).to(target.device), prior_map
+
+
+def teacher_space(params: Params, target: Target, prior_map: AffineMap | None) -> Target:
+    """The target in the coordinates of a teacher whose checkpoint records `prior_map` (None:
+    the standard prior), for what is built from that teacher (the fragment bank, the CDDS
+    student): the one map of the run, computed once by the teacher. Refused when the params'
+    prior is not the teacher's."""
+    if (params.sde.prior == "laplace") != (prior_map is not None):
+        trained = "the Laplace prior" if prior_map is not None else "the standard prior"
+        raise ValueError(
+            f"sde.prior = {params.sde.prior!r}, but the teacher was trained with {trained}: "
+            "train the teacher again"
+        )
+    return target if prior_map is None else WhitenedTarget(target, prior_map).to(target.device)
 
 
 def run_device(params: Params) -> torch.device:

@@ -37,6 +37,7 @@ from cds.integrators import (
     sample_sde,
 )
 from cds.networks import ConsistencyStudent, Control
+from cds.preconditioning import AffineMap, WhitenedTarget, recorded_prior_map
 from cds.sde import VPSchedule, is_power_of_two, uniform_grid
 from cds.targets import StandardNormalPrior, get_target
 from cds.targets.base import Target
@@ -177,6 +178,35 @@ class DiffusionSampler(_ControlSampler):
         return self.weighted_samples(n, generator).samples
 
 
+class WhitenedSampler(Sampler):
+    """A sampler trained in the whitened coordinates z of the Laplace prior (`sde.prior:
+    laplace`, docs/methods.md §1): its draws are x = μ + L·z of the `inner` sampler's. Its
+    importance weights are the inner sampler's against the whitened target
+    (`cds.scoring.sampler_weights`): log ρ_z(z) − log q_z(z) = log ρ(x) − log q(x)."""
+
+    def __init__(self, inner: Sampler, prior_map: AffineMap):
+        super().__init__()
+        self.inner = inner
+        self.method = inner.method
+        self.dim = inner.dim
+        self.nfe = inner.nfe
+        self.prior = inner.prior
+        self.register_buffer("shift", prior_map.shift.float())
+        self.register_buffer("scale_tril", prior_map.scale_tril.float())
+
+    @property
+    def prior_map(self) -> AffineMap:
+        """x = μ + L·z, on the sampler's device."""
+        return AffineMap(self.shift, self.scale_tril)
+
+    def whitened(self, target: Target) -> WhitenedTarget:
+        """`target` in the inner sampler's coordinates."""
+        return WhitenedTarget(target, self.prior_map)
+
+    def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        return self.prior_map.forward(self.inner.sample(n, generator))
+
+
 def sampler_from_checkpoint(
     path: str | Path,
     n_steps: int | None = None,
@@ -192,42 +222,63 @@ def sampler_from_checkpoint(
     trained one). `sde=True` turns an SCDS checkpoint into its N-step diffusion sampler (the
     trained grid and base step, docs/methods.md §5), whose SDE weights are valid at K = N. `target`
     and `trust_target_code`: how an SCDS or DIS sampler gets its target (module docstring)."""
+    from cds.scds import SCDS_KIND
+
+    device = resolve_device(device)
+    payload = load_checkpoint(path)
+    kind = payload.get("kind")
+    if sde and kind != SCDS_KIND:
+        raise ValueError(f"{path}: sde=True needs an SCDS checkpoint, this one is {kind!r}")
+    prior_map = recorded_prior_map(payload)
+    if prior_map is None:
+        return _sampler(path, kind, n_steps, sde, target, trust_target_code).to(device)
+    inner = _sampler(path, kind, n_steps, sde, target, trust_target_code, prior_map)
+    return WhitenedSampler(inner, prior_map).to(device)
+
+
+def _sampler(
+    path: str | Path,
+    kind: str | None,
+    n_steps: int | None,
+    sde: bool,
+    target: Target | None,
+    trust_target_code: bool,
+    prior_map: AffineMap | None = None,
+) -> Sampler:
+    """The sampler of a checkpoint of `kind`, on the CPU, in the coordinates it was trained in
+    (whitened by `prior_map` where there is one, its target too)."""
     from cds.cdds import STUDENT_KIND, load_student
     from cds.scds import SCDS_KIND, load_scds
     from cds.teacher import TEACHER_KIND, load_teacher
 
-    device = resolve_device(device)
-    kind = load_checkpoint(path).get("kind")
-    if sde and kind != SCDS_KIND:
-        raise ValueError(f"{path}: sde=True needs an SCDS checkpoint, this one is {kind!r}")
-    sampler: Sampler
+    def sampling_target(config: dict, dim: int) -> Target:
+        found = _target(path, config, dim, target, trust_target_code)
+        return found if prior_map is None else WhitenedTarget(found, prior_map)
+
     if kind == STUDENT_KIND:
         student, config = load_student(path)
         n_fine, n_coarse = int(config["cdds"]["n_fine"]), int(config["cdds"]["n_coarse"])
         coarse = coarse_indices(n_fine, n_coarse)
         taus = consistency_times_to_go(n_steps or 1, coarse, n_fine, student.T)
-        sampler = ConsistencySampler(
+        return ConsistencySampler(
             student, _prior(config, student.dim), _schedule(config).alpha, taus
         )
-        return sampler.to(device)
     if kind == SCDS_KIND:
         control, config = load_scds(path)
         trained = int(config["scds"]["n_steps"])
         if n_steps is not None and n_steps > trained:
             raise ValueError(f"n_steps = {n_steps}: this SCDS was trained for at most {trained}")
-        target = _target(path, config, control.dim, target, trust_target_code)
-        prior = _prior(config, target.dim)
+        found = sampling_target(config, control.dim)
+        prior = _prior(config, found.dim)
         if sde:
             step = control.schedule.T / trained
-            sampler = DiffusionSampler(control, target, prior, trained, step)
-        else:
-            sampler = ShortcutSampler(control, target, prior, n_steps or 1)
-        return sampler.to(device)
+            return DiffusionSampler(control, found, prior, trained, step)
+        return ShortcutSampler(control, found, prior, n_steps or 1)
     if kind == TEACHER_KIND:
         control, config = load_teacher(path)
-        target = _target(path, config, control.dim, target, trust_target_code)
+        found = sampling_target(config, control.dim)
         steps = n_steps or int(config["teacher"]["n_steps"])
-        return DiffusionSampler(control, target, _prior(config, target.dim), steps).to(device)
+        return DiffusionSampler(control, found, _prior(config, found.dim), steps)
     raise CheckpointError(f"{path}: kind {kind!r} is not a sampler (expected dis, cdds or scds)")
 
 

@@ -28,6 +28,7 @@ from cds.run_config import (
     make_control,
     make_schedule,
     run_setting,
+    sampler_space,
     scds_config,
 )
 from cds.sde import is_power_of_two, sub_grid, uniform_grid
@@ -170,6 +171,7 @@ def train_scds(
     which checkpoints resume; `options` say how the run is watched, `RunOptions`)."""
     cfg = params.scds
     device, schedule = run_setting(params, target)
+    target, prior_map = sampler_space(params, target)
     with seeding.initialisation(params.seed):
         control = make_control(
             target.dim, schedule, cfg.network, cfg.clip.initial, step_conditioned=True
@@ -191,6 +193,7 @@ def train_scds(
         validation=self_consistency_validation(
             target, prior, grid, cfg.stopping.validation_samples, params.seed
         ),
+        prior_map=prior_map,
         **options,
     )
 

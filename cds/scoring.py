@@ -20,7 +20,13 @@ from torch import Tensor
 from cds import seeding
 from cds.cdds import one_step_log_weights
 from cds.metrics import log_z_report, paper_sinkhorn, sample_quality, with_floor_ratios
-from cds.samplers import ConsistencySampler, DiffusionSampler, Sampler, ShortcutSampler
+from cds.samplers import (
+    ConsistencySampler,
+    DiffusionSampler,
+    Sampler,
+    ShortcutSampler,
+    WhitenedSampler,
+)
 from cds.scds import flow_log_weights
 from cds.targets.base import Target
 
@@ -59,7 +65,10 @@ def weight_estimator(
     deterministic-flow weights with exact Jacobians), "hutchinson" (a K-step SCDS flow whose
     exact log-dets would take more than `max_jacobian_passes` backward passes per sample, D per
     step: the first-order trace form with one Rademacher probe per step, docs/methods.md §6), or
-    None: multistep CDDS (re-noising makes it stochastic)."""
+    None: multistep CDDS (re-noising makes it stochastic). A sampler in whitened coordinates
+    gets its inner sampler's."""
+    if isinstance(sampler, WhitenedSampler):
+        return weight_estimator(sampler.inner, target, max_jacobian_passes)
     if isinstance(sampler, DiffusionSampler):
         return "sde"
     if isinstance(sampler, ConsistencySampler):
@@ -83,7 +92,16 @@ def sampler_weights(
     """n fresh samples with their log importance weights from the estimator `weight_estimator`
     picks, the Jacobian determinant signs of a deterministic map where they are known (None for
     SDE weights and trace estimates), and the estimator's name; None where there are no
-    weights."""
+    weights. A sampler in whitened coordinates (`sde.prior: laplace`) is weighted in them, its
+    samples mapped back: the weights are the same in both (docs/methods.md §1)."""
+    if isinstance(sampler, WhitenedSampler):
+        weighted = sampler_weights(
+            sampler.inner, sampler.whitened(target), n, generator, max_jacobian_passes
+        )
+        if weighted is None:
+            return None
+        z, log_w, signs, estimator = weighted
+        return sampler.prior_map.forward(z), log_w, signs, estimator
     estimator = weight_estimator(sampler, target, max_jacobian_passes)
     if estimator is None:
         return None

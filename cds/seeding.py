@@ -27,6 +27,7 @@ FRAGMENT_REFRESH = "fragment_refresh"  # its rebuilds (`cdds.fragments: refresh`
 TRAIN_EVAL = "train_eval"  # draws of the periodic in-training evaluations
 VALIDATION = "validation"  # the plateau rule's draws, the same at every check
 DENSITY_PROBE = "density_probe"  # the target stage's finiteness probe
+LAPLACE_STARTS = "laplace_starts"  # where the Laplace prior's mode search starts
 
 #: Evaluation streams (root: evaluation.seed).
 REFERENCE_VALIDATION = "reference_validation"  # exact samples for every choice
@@ -44,6 +45,7 @@ PURPOSES = frozenset(
         TRAIN_EVAL,
         VALIDATION,
         DENSITY_PROBE,
+        LAPLACE_STARTS,
         REFERENCE_VALIDATION,
         REFERENCE_TEST,
         TRAINING_REFERENCE,

@@ -27,6 +27,7 @@ from cds.run_config import (
     make_control,
     make_schedule,
     run_setting,
+    sampler_space,
     teacher_config,
     training_reference,
 )
@@ -95,6 +96,7 @@ def train_teacher(
     which checkpoints resume; `options` say how the run is watched, `RunOptions`)."""
     teacher = params.teacher
     device, schedule = run_setting(params, target)
+    target, prior_map = sampler_space(params, target)
     with seeding.initialisation(params.seed):
         control = make_control(target.dim, schedule, teacher.network, teacher.clip.initial)
     control.to(device)
@@ -130,6 +132,7 @@ def train_teacher(
         validation=teacher_validation(
             target, prior, grid, stopping.validation_samples, params.seed
         ),
+        prior_map=prior_map,
         **options,
     )
 

@@ -50,6 +50,7 @@ from tqdm.auto import tqdm
 from cds import threads
 from cds.checkpoints import DIGEST, load_checkpoint, save_checkpoint, write_text_atomic
 from cds.config import ClipParams, OptimParams, StoppingParams
+from cds.preconditioning import PRIOR_MAP_KEY, AffineMap, recorded_prior_map
 from cds.run_config import fingerprint
 
 log = logging.getLogger(__name__)
@@ -153,6 +154,13 @@ class TrainingResult:
     stop: dict[str, Any] = field(default_factory=dict)
 
 
+def _same_map(recorded: AffineMap | None, prior_map: AffineMap | None) -> bool:
+    """Whether a checkpoint's map is this run's (both None under the standard prior)."""
+    if recorded is None or prior_map is None:
+        return recorded is prior_map
+    return recorded.equals(prior_map)
+
+
 def _decoded(metadata: Any) -> Any:
     """Checkpoint metadata with its embedded JSON config parsed (so key order is irrelevant)."""
     if isinstance(metadata, dict) and isinstance(metadata.get("config"), str):
@@ -191,6 +199,7 @@ class Trainer:
         checkpoint_path: str | Path,
         clip: ClipParams | None = None,
         metadata: dict[str, Any] | None = None,
+        prior_map: AffineMap | None = None,
         evaluation: Evaluation | None = None,
         eval_every: int | None = None,
         log_path: str | Path | None = None,
@@ -217,6 +226,8 @@ class Trainer:
         self.fingerprint = fingerprint
         self.checkpoint_path = Path(checkpoint_path)
         self.metadata = metadata or {}
+        #: The Laplace prior's map of a model trained in whitened coordinates, else None.
+        self.prior_map = prior_map
         self.evaluation = evaluation
         self.eval_every = eval_every
         self.log_path = Path(log_path) if log_path is not None else None
@@ -264,6 +275,7 @@ class Trainer:
             "evaluations": json.dumps(self.evaluations),
             **({"plateau": json.dumps(vars(self.plateau))} if self.rule is not None else {}),
             **({"best": self.best_state} if self.best_state is not None else {}),
+            **({PRIOR_MAP_KEY: self.prior_map.state()} if self.prior_map is not None else {}),
         }
 
     def _ema_state(self) -> dict[str, Tensor]:
@@ -299,6 +311,7 @@ class Trainer:
             or payload.get("kind") != self.kind
             or payload.get("fingerprint") != self.fingerprint
             or _decoded(payload.get("metadata")) != _decoded(self.metadata)
+            or not _same_map(recorded_prior_map(payload), self.prior_map)
         ):
             log.warning(
                 "checkpoint %s was written for another model, other parameters or an older "
@@ -630,6 +643,7 @@ def train(
     stopping: StoppingParams | None = None,
     validation: Validation | None = None,
     max_threads: int | None = None,
+    prior_map: AffineMap | None = None,
     **options: Unpack[RunOptions],
 ) -> TrainingResult:
     """The one training entry point of the teacher, CDDS and SCDS: train `model` on
@@ -637,7 +651,8 @@ def train(
     with `seed`, for the budget `stopping` sets (`validation` judges the plateau rule), on the
     CPU threads free at each moment, at most `max_threads` (`cds.threads.adapt`). The
     checkpoint records `config` (`cds.run_config`), its fingerprint and `dim`, from which the
-    model is rebuilt."""
+    model is rebuilt, and the Laplace prior's `prior_map` when the model works in whitened
+    coordinates (`cds.run_config.sampler_space`)."""
     trainer = Trainer(
         model,
         objective,
@@ -648,6 +663,7 @@ def train(
         checkpoint_path=checkpoint_path,
         clip=clip,
         metadata={"config": json.dumps(config), "dim": dim},
+        prior_map=prior_map,
         evaluation=evaluation,
         eval_every=eval_every,
         log_path=options.get("log_path"),

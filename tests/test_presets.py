@@ -27,7 +27,10 @@ def test_presets_lie_under_overrides_and_targets_pick_their_own():
     assert params.scds.optim.lr == 3e-3 and params.cdds.optim.iterations == 100_000
     assert target_preset("mw54") == "mw54" and target_preset("lgcp") is None
     assert {"gmm9", "mw54", "logreg_cancer", "smoke"} <= set(preset_names())
-    assert set(preset_names()) - {"smoke", "default"} <= set(target_names())
+    general = {"default", "smoke", "posterior"}  # for a kind of density, not one target
+    assert set(preset_names()) - general <= set(target_names())
+    assert load_params(None, preset="posterior").sde.prior == "laplace"
+    assert load_params(None, preset="logreg_cancer").sde.prior == "laplace"
     with pytest.raises(ParamsError, match="preset = 'mw55': unknown; valid:"):
         load_params(None, preset="mw55")
     with pytest.raises(ParamsError, match="unknown"):

@@ -6,7 +6,9 @@ A preset is a YAML file in this directory holding the part of params.yaml it cha
 `cds.fit(preset=NAME)`, sweeps and benchmarks all read it from here. A built-in target's own
 preset is the file named after it; `default` is the embedded defaults (budgets decided by
 convergence), what a density without its own preset gets; `smoke` is a tiny budget that runs
-the whole pipeline in about a minute, for checking that a density and an installation work.
+the whole pipeline in about a minute, for checking that a density and an installation work;
+`posterior` is the defaults with the Laplace prior, for a unimodal density such as a Bayesian
+posterior (docs/methods.md §1).
 """
 
 from __future__ import annotations

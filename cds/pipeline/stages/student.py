@@ -12,6 +12,7 @@ from cds.pipeline.layout import Layout
 from cds.pipeline.live_tracking import stage_monitor
 from cds.pipeline.stages.common import StageInputError, checked_target, require
 from cds.pipeline.timings import record_timings
+from cds.preconditioning import recorded_prior_map
 from cds.run_config import run_device
 from cds.scds import train_scds
 from cds.teacher import load_teacher
@@ -35,7 +36,8 @@ def run(params: Params, layout: Layout, progress: bool = True) -> dict[str, Any]
         else:
             device = run_device(params)
             teacher, _ = load_teacher(require(layout.teacher, "teacher"), device)
-            teacher_fingerprint = load_checkpoint(layout.teacher)["fingerprint"]
+            payload = load_checkpoint(layout.teacher)
+            teacher_fingerprint = payload["fingerprint"]
             bank = None
             if params.cdds.fragments != "online":
                 bank, manifest = load_bank(require(layout.bank, "fragments"), device)
@@ -51,6 +53,7 @@ def run(params: Params, layout: Layout, progress: bool = True) -> dict[str, Any]
                 teacher_fingerprint,
                 layout.student,
                 bank=bank,
+                prior_map=recorded_prior_map(payload),
                 log_path=layout.student_log,
                 progress=progress,
                 monitor=monitor,
