@@ -43,6 +43,7 @@ from _common import (
     NUTS_REFERENCE_CHAINS,
     RESULTS,
     Stream,
+    machine,
     previous_results,
     print_table,
     train_seconds,
@@ -232,6 +233,11 @@ def cds_points(
     return points
 
 
+def measured_on(record: dict[str, Any]) -> str:
+    """When and on how many torch threads a row was measured (`_common.machine`)."""
+    return f"{record['date'][:10]}, {record['threads']} torch threads"
+
+
 def posterior_bar(points: list[dict[str, Any]], m: int) -> dict[str, Any]:
     """For a target without exact samples: each cds sampler's largest posterior-mean and
     posterior-std errors at m draws over NUTS's own at m, and whether one-step CDDS is within
@@ -383,6 +389,7 @@ def main() -> None:
         summary.append(
             {
                 "target": name,
+                "measured": measured_on(machine()),
                 "nuts_draws": len(nuts["x"]),
                 "nuts_warmup_s": float(nuts["warmup_s"]),
                 "nuts_s": last["seconds"],
@@ -403,11 +410,14 @@ def main() -> None:
         )
         print(f"{name}: done", flush=True)
     kept = previous_results(__file__)
-    if kept:  # keep the targets this run did not redo
-        summary = [r for r in kept["summary"] if r["target"] not in args.targets] + summary
+    notes: dict[str, Any] = {}
+    others = [r for r in kept.get("summary", []) if r["target"] not in args.targets]
+    if others:  # keep the targets this run did not redo, with their machine and notes
+        summary = [{"measured": measured_on(kept["machine"]), **r} for r in others] + summary
         curves = {**{k: v for k, v in kept["curves"].items() if k not in args.targets}, **curves}
+        notes = {key: kept[key] for key in ("superseded_log_z",) if key in kept}
     write_results(__file__, {"chains": CHAINS, "warmup": WARMUP, "draws": DRAWS,
-                             "summary": summary, "curves": curves})  # fmt: skip
+                             "summary": summary, "curves": curves, **notes})  # fmt: skip
     print_table(summary, list(summary[0]))
 
 

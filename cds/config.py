@@ -210,7 +210,7 @@ class CDDSParams(_Strict):
     #: n = 20,000); 150,000 iterations with MSE 1.096× (1.141×) (docs/decisions.md,
     #: cdds_quality.json). The lr is per target: on mw54 lr 5e-3 oscillates (1.57×) and lr 3e-3
     #: gives 1.14×, which on gmm9 gives 1.19× (1.13× / 1.16× at 200,000 iterations); set 3e-3
-    #: there.
+    #: there. logreg_cancer's preset sets 2e-3 (docs/decisions.md §34).
     optim: OptimParams = OptimParams(
         iterations=100_000, lr=5e-3, ema_window=300, checkpoint_every=2500
     )

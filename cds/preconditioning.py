@@ -23,6 +23,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from cds.checkpoints import CheckpointError
 from cds.targets.base import Target, TargetInputError
 
 #: A mode is found when the largest score coordinate is below this (in float64).
@@ -86,9 +87,27 @@ class AffineMap:
 
 def recorded_prior_map(payload: dict[str, Any]) -> AffineMap | None:
     """The map a training checkpoint's payload records (None: trained under the standard
-    prior)."""
+    prior); `CheckpointError` when what it records is not such a map."""
     state = payload.get(PRIOR_MAP_KEY)
-    return None if state is None else AffineMap.from_state(state)
+    if state is None:
+        return None
+    shift = state.get("shift") if isinstance(state, dict) else None
+    scale = state.get("scale_tril") if isinstance(state, dict) else None
+    if not (
+        isinstance(shift, Tensor)
+        and isinstance(scale, Tensor)
+        and shift.ndim == 1
+        and scale.shape == (len(shift), len(shift))
+        and shift.is_floating_point()
+        and scale.is_floating_point()
+        and bool(torch.isfinite(shift).all() and torch.isfinite(scale).all())
+        and bool((scale.diagonal() > 0).all())
+    ):
+        raise CheckpointError(
+            f"the checkpoint's {PRIOR_MAP_KEY!r} is not a map x = μ + L·z (a finite float shift "
+            "of shape (D,) and a scale of shape (D, D) with a positive diagonal)"
+        )
+    return AffineMap.from_state(state)
 
 
 class WhitenedTarget(Target):

@@ -30,7 +30,7 @@ from cds.targets.catalog import IN_MEMORY_TARGET, TARGETS
 from cds.targets.prior import StandardNormalPrior
 
 #: Prior draws from which the Laplace prior's mode search starts (`cds.preconditioning`).
-LAPLACE_STARTS = 4
+LAPLACE_START_COUNT = 4
 
 
 def fingerprint(payload: dict[str, Any]) -> str:
@@ -130,13 +130,14 @@ def run_setting(params: Params, target: Target) -> tuple[torch.device, VPSchedul
 def sampler_space(params: Params, target: Target) -> tuple[Target, AffineMap | None]:
     """The target as the samplers of `params` see it, and the map x = μ + L·z back to the
     target's coordinates: the target itself under the standard prior (no map), its whitened
-    form under the Laplace prior (docs/methods.md §1). The map is computed in float64 from the
-    draws of stream `laplace_starts` of `params.seed`, so every stage of a run finds the same
-    one; each checkpoint records it (`cds.training.train`)."""
+    form under the Laplace prior (docs/methods.md §1), computed from the draws of stream
+    `laplace_starts` of `params.seed` (`cds.preconditioning.laplace_map`). The teacher or SCDS
+    run calls this and its checkpoint records the map (`cds.training.train`); what is built from
+    a teacher takes the recorded one (`teacher_space`)."""
     if params.sde.prior == "standard":
         return target, None
     starts = StandardNormalPrior(target.dim).sample(
-        LAPLACE_STARTS, seeding.generator(params.seed, seeding.LAPLACE_STARTS)
+        LAPLACE_START_COUNT, seeding.generator(params.seed, seeding.LAPLACE_STARTS)
     )
     prior_map = laplace_map(target, starts)
     return WhitenedTarget(target, prior_map).to(target.device), prior_map
@@ -147,10 +148,15 @@ def teacher_space(params: Params, target: Target, prior_map: AffineMap | None) -
     the standard prior), for what is built from that teacher (the fragment bank, the CDDS
     student): the one map of the run, computed once by the teacher. Refused when the params'
     prior is not the teacher's."""
-    if (params.sde.prior == "laplace") != (prior_map is not None):
-        trained = "the Laplace prior" if prior_map is not None else "the standard prior"
+    if params.sde.prior == "laplace" and prior_map is None:
         raise ValueError(
-            f"sde.prior = {params.sde.prior!r}, but the teacher was trained with {trained}: "
+            "sde.prior = 'laplace', but no map was given: pass the one the teacher's checkpoint "
+            "records (prior_map=recorded_prior_map(load_checkpoint(teacher_path))), or train "
+            "the teacher again if it was trained with the standard prior"
+        )
+    if params.sde.prior == "standard" and prior_map is not None:
+        raise ValueError(
+            "sde.prior = 'standard', but the teacher was trained with the Laplace prior: "
             "train the teacher again"
         )
     return target if prior_map is None else WhitenedTarget(target, prior_map).to(target.device)

@@ -311,11 +311,17 @@ class Trainer:
             or payload.get("kind") != self.kind
             or payload.get("fingerprint") != self.fingerprint
             or _decoded(payload.get("metadata")) != _decoded(self.metadata)
-            or not _same_map(recorded_prior_map(payload), self.prior_map)
         ):
             log.warning(
                 "checkpoint %s was written for another model, other parameters or an older "
                 "cds; starting from scratch",
+                self.checkpoint_path,
+            )
+            return False
+        if not _same_map(recorded_prior_map(payload), self.prior_map):
+            log.warning(
+                "checkpoint %s was trained in the coordinates of another Laplace prior map (the "
+                "mode search ended elsewhere); starting from scratch",
                 self.checkpoint_path,
             )
             return False

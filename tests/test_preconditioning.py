@@ -5,19 +5,21 @@ be whitened is refused by name."""
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 
 import pytest
 import torch
 
 import cds
-from cds.checkpoints import load_checkpoint
+from cds.checkpoints import CheckpointError, load_checkpoint, save_checkpoint
 from cds.config import NetworkParams, ParamsError, SDEParams, load_params
 from cds.networks import ConsistencyStudent
 from cds.pipeline.layout import Layout
 from cds.pipeline.stages import evaluate, fragments, student, target, teacher
 from cds.pipeline.tracking import flatten
 from cds.preconditioning import (
+    PRIOR_MAP_KEY,
     AffineMap,
     LaplaceError,
     WhitenedTarget,
@@ -33,8 +35,9 @@ from cds.samplers import (
     sampler_from_checkpoint,
 )
 from cds.scoring import sampler_weights
-from cds.targets import StandardNormalPrior
+from cds.targets import StandardNormalPrior, get_target
 from cds.targets.base import Target
+from cds.teacher import train_teacher
 from tests.conftest import TINY
 
 MEAN = torch.tensor([5.0, -3.0, 8.0])
@@ -169,9 +172,7 @@ def test_what_is_built_from_a_teacher_takes_its_map_and_refuses_another_prior():
     whitened = teacher_space(laplace, gaussian, prior_map)
     assert isinstance(whitened, WhitenedTarget) and whitened.prior_map.equals(prior_map)
     assert teacher_space(standard, gaussian, None) is gaussian
-    with pytest.raises(
-        ValueError, match="'laplace', but the teacher was trained with the standard"
-    ):
+    with pytest.raises(ValueError, match="'laplace', but no map was given: pass the one"):
         teacher_space(laplace, gaussian, None)
     with pytest.raises(
         ValueError, match="'standard', but the teacher was trained with the Laplace"
@@ -256,6 +257,10 @@ def test_fit_with_the_laplace_prior_records_its_map_and_samples_in_the_targets_c
         again = cds.load_sampler(path, **given)
         assert isinstance(again, WhitenedSampler)
         assert torch.equal(again.sample(2000, torch.Generator().manual_seed(3)), x)
+    # SCDS run as its N-step SDE keeps the map too
+    sde = sampler_from_checkpoint(tmp_path / "scds" / "student.pt", sde=True, target=Gaussian())
+    assert isinstance(sde, WhitenedSampler) and sde.method == "scds-sde"
+    assert float((sde.sample(2000).mean(0) - MEAN).abs().max()) < 1.0
     teacher_map = recorded_prior_map(load_checkpoint(tmp_path / "cdds" / "teacher.pt"))
     assert teacher_map.equals(records["cdds"])  # the student takes its teacher's
     assert teacher_map.equals(records["scds"])  # one map per target and seed
@@ -278,3 +283,25 @@ def test_every_stage_runs_a_laplace_prior_run_and_evaluates_it_in_the_targets_co
     teacher_map = recorded_prior_map(load_checkpoint(layout.teacher))
     assert recorded_prior_map(load_checkpoint(layout.student)).equals(teacher_map)
     assert isinstance(sampler_from_checkpoint(layout.teacher), WhitenedSampler)
+
+
+@pytest.mark.slow  # two short teacher runs
+def test_a_checkpoint_resumes_only_under_its_own_map_and_a_malformed_map_is_refused(
+    tmp_path, caplog
+):
+    params = load_params(None, [*TINY, "target.name=student5", "sde.prior=laplace"])
+    path = tmp_path / "teacher.pt"
+    train_teacher(params, get_target("student5"), path, progress=False, stop_after=20)
+    payload = load_checkpoint(path)
+    own = recorded_prior_map(payload)
+    payload[PRIOR_MAP_KEY] = AffineMap(own.shift + 1e-9, own.scale_tril).state()
+    save_checkpoint(path, payload)
+    with caplog.at_level(logging.WARNING, logger="cds.training"):
+        train_teacher(params, get_target("student5"), path, progress=False, stop_after=30)
+    assert "another Laplace prior map" in caplog.text
+    assert recorded_prior_map(load_checkpoint(path)).equals(own)  # trained again, own map
+    payload = load_checkpoint(path)
+    payload[PRIOR_MAP_KEY] = {"shift": torch.zeros(5), "scale_tril": -torch.eye(5)}
+    save_checkpoint(path, payload)
+    with pytest.raises(CheckpointError, match="'prior_map' is not a map"):
+        recorded_prior_map(load_checkpoint(path))
