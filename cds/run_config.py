@@ -140,14 +140,14 @@ def sampler_space(params: Params, target: Target) -> tuple[Target, AffineMap | N
         LAPLACE_START_COUNT, seeding.generator(params.seed, seeding.LAPLACE_STARTS)
     )
     prior_map = laplace_map(target, starts)
-    return WhitenedTarget(target, prior_map).to(target.device), prior_map
+    return teacher_space(params, target, prior_map), prior_map
 
 
 def teacher_space(params: Params, target: Target, prior_map: AffineMap | None) -> Target:
-    """The target in the coordinates of a teacher whose checkpoint records `prior_map` (None:
-    the standard prior), for what is built from that teacher (the fragment bank, the CDDS
-    student): the one map of the run, computed once by the teacher. Refused when the params'
-    prior is not the teacher's."""
+    """The target in the coordinates of `prior_map` (None: the standard prior): the map the
+    teacher or SCDS run has just computed (`sampler_space`), or the one a teacher's checkpoint
+    records, for what is built from that teacher (the fragment bank, the CDDS student), so a
+    run has one map. Refused when the params' prior is not the map's."""
     if params.sde.prior == "laplace" and prior_map is None:
         raise ValueError(
             "sde.prior = 'laplace', but no map was given: pass the one the teacher's checkpoint "
